@@ -1,0 +1,83 @@
+"""Backends: IR -> text of every generated file, with Jinja2 templates.
+
+Templates are thin (loops and ifs); what they print comes from IR properties.
+Each generated file is an ``Output``: a path relative to the output directory and
+its text. Nothing is written here (see ``output.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .ir import GENERATED_DIR, Battery, Device
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+DEVICE_CONFIG = "tabvm"
+DEVICE_CONFIG_PATH = f"configs/devices/x86_64-softmmu/{DEVICE_CONFIG}.mak"
+
+
+@dataclass(frozen=True)
+class Output:
+    path: str          # relative to the output directory, '/'-separated
+    text: str
+    spec_paths: tuple[str, ...]
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+class Renderer:
+    def __init__(self) -> None:
+        self.env = environment()
+
+    def render(self, template: str, **context: Any) -> str:
+        return self.env.get_template(template).render(**context)
+
+    def device_files(self, d: Device) -> list[Output]:
+        ctx = {"d": d, "spec_path": d.spec_path}
+        base = f"qemu/{d.qemu_dir}"
+        files = [
+            (f"{base}/meson.build", "qemu/device-meson.build.j2"),
+            (f"{base}/Kconfig", "qemu/device-Kconfig.j2"),
+            (f"{base}/trace.h", "qemu/trace.h.j2"),
+        ]
+        if isinstance(d, Battery):
+            files += [
+                (f"{base}/{d.c_file}", "battery/device.c.j2"),
+                (f"{base}/trace-events", "battery/trace-events.j2"),
+                (f"acpi/{d.asl_file}", "battery/ssdt.asl.j2"),
+            ]
+        return [Output(path, self.render(t, **ctx), (d.spec_path,)) for path, t in files]
+
+    def common_files(self, devices: list[Device], base_devices: list[str]) -> list[Output]:
+        specs = tuple(d.spec_path for d in devices)
+        ctx = {"devices": devices, "base_devices": base_devices,
+               "spec_path": ", ".join(specs) or "no specs"}
+        files = [
+            (f"qemu/{GENERATED_DIR}/meson.build", "qemu/meson.build.j2"),
+            (f"qemu/{GENERATED_DIR}/Kconfig", "qemu/Kconfig.j2"),
+            (f"qemu/{DEVICE_CONFIG_PATH}", "qemu/devices.mak.j2"),
+            ("hooks/trace-subdirs.meson", "qemu/trace-hook.meson.j2"),
+        ]
+        return [Output(path, self.render(t, **ctx), specs) for path, t in files]
+
+
+def render_all(devices: list[Device], base_devices: list[str]) -> list[Output]:
+    """Every generated file, in a deterministic order."""
+    r = Renderer()
+    outputs = r.common_files(devices, base_devices)
+    for d in devices:
+        outputs.extend(r.device_files(d))
+    return sorted(outputs, key=lambda o: o.path)

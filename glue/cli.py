@@ -1,0 +1,132 @@
+"""``tabvm run`` and ``tabvm demo``: boot the VM with the glue attached."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .accel import select_accel, wait_for_console
+from .agent_client import AgentClient, AgentError
+from .battery_bridge import BatteryBridge
+from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
+from .profile import READY_MARKER, BuildOutputs, ProfileError, builtin_profile
+from .qemu import Qemu, QemuError, VmConfig
+from .runtime import new_runtime_dir
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--builddir", type=Path, default=None,
+                   help="where `tabvm build` put QEMU, firmware and AML (default: build/)")
+    p.add_argument("--accel", default="auto", choices=["auto", "tcg", "kvm"],
+                   help="auto: KVM if it really runs the guest here, else TCG")
+    p.add_argument("--memory", default="512M")
+    p.add_argument("--battery", default="auto", choices=["auto", "host", "simulated"],
+                   help="battery source: the host's power supply, a simulated "
+                   "discharge curve, or auto (host if it has a battery)")
+    p.add_argument("--power-supply-root", type=Path, default=POWER_SUPPLY,
+                   help="host power supply sysfs directory")
+    p.add_argument("--interval", type=float, default=1.0,
+                   help="seconds between battery bridge updates")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: run until Ctrl-C; "
+                   "demo: 30)")
+
+
+def _source(args: argparse.Namespace) -> PowerSource:
+    host = HostPowerSupply(args.power_supply_root)
+    if args.battery == "host" or (args.battery == "auto" and host.has_battery()):
+        return host
+    return SimulatedCurve()
+
+
+def _log(event: str, **fields: object) -> None:
+    items = " ".join(f"{k}={v}" for k, v in fields.items())
+    print(f"tabvm: {event} {items}".rstrip(), file=sys.stderr, flush=True)
+
+
+def _probe_kvm(config_for: callable) -> bool:
+    rundir = new_runtime_dir("kvm-probe")
+    vm = Qemu(config_for("kvm"), rundir)
+    try:
+        vm.start()
+        ok = wait_for_console(vm.console_log, READY_MARKER, 30, vm.alive)
+    except QemuError:
+        ok = False
+    finally:
+        vm.stop()
+        shutil.rmtree(rundir, ignore_errors=True)
+    return ok
+
+
+def _config(args: argparse.Namespace) -> VmConfig:
+    from tabvm.guest import build_guest
+
+    from .profile import default_outputs
+    outputs = BuildOutputs(args.builddir) if args.builddir else default_outputs()
+    image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
+
+    def config_for(accel: str) -> VmConfig:
+        return builtin_profile(outputs, image.kernel, image.initrd, accel, args.memory)
+
+    accel = select_accel(args.accel, probe=lambda: _probe_kvm(config_for))
+    return config_for(accel)
+
+
+def _guest_power(agent: AgentClient) -> str:
+    out = agent.sh("cd /sys/class/power_supply && echo $(cat BAT0/capacity) "
+                   "$(cat BAT0/status) $(cat BAT0/energy_now 2>/dev/null || "
+                   "cat BAT0/charge_now) $(cat ADP0/online) "
+                   "$(cat /sys/firmware/acpi/interrupts/gpe00 | cut -c1-10)").output
+    cap, status, energy, online, gpe = (out.split() + ["?"] * 5)[:5]
+    return (f"guest BAT0 {cap}% {status} now={energy} | ADP0 online={online} | "
+            f"GPE count {gpe}")
+
+
+def run(args: argparse.Namespace, show_guest: bool = False) -> int:
+    try:
+        config = _config(args)
+    except (ProfileError, RuntimeError) as exc:
+        print(f"tabvm: error: {exc}", file=sys.stderr)
+        return 1
+    rundir = new_runtime_dir()
+    _log("start", accel=config.accel, rundir=rundir)
+    t0 = time.monotonic()
+    try:
+        with Qemu(config, rundir) as vm:
+            _log("qmp-connected", seconds=f"{time.monotonic() - t0:.2f}")
+            bridge = BatteryBridge(vm, _source(args))
+            agent = AgentClient(str(vm.agent_socket)) if show_guest else None
+            if agent is not None:
+                agent.wait_ready(timeout=120)
+                _log("guest-ready", seconds=f"{time.monotonic() - t0:.2f}")
+            end = None if args.duration is None else time.monotonic() + args.duration
+            while end is None or time.monotonic() < end:
+                if not vm.alive():
+                    _log("qemu-exited", log=vm.log)
+                    return 1
+                ps = bridge.update()
+                line = (f"host {ps.percent:5.1f}% {ps.state:<11} AC {'on ' if ps.ac_online else 'off'}"
+                        f" ({'simulated' if ps.source == 'simulated' else ps.source})")
+                if agent is not None:
+                    time.sleep(1.2)        # let the guest's battery driver cache expire
+                    line += " -> " + _guest_power(agent)
+                print(line, flush=True)
+                time.sleep(args.interval)
+            _log("stop", reason="duration reached")
+    except (QemuError, AgentError, OSError) as exc:
+        print(f"tabvm: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(rundir, ignore_errors=True)
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    if args.duration is None:
+        args.duration = 30.0
+    if args.battery == "auto" and not HostPowerSupply(args.power_supply_root).has_battery():
+        _log("demo", battery="this host has no battery: showing a simulated discharge curve")
+    return run(args, show_guest=True)

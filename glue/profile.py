@@ -1,0 +1,56 @@
+"""The built-in VM profile: the test guest with the generated devices.
+
+Turns build outputs (``build/``: QEMU, firmware, AML) and the test guest image into
+a ``VmConfig``. Profiles from YAML come later; this one is the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabvm.paths import REPO
+
+from .qemu import VmConfig
+
+READY_MARKER = "TABVM-GUEST-READY"
+
+
+class ProfileError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class BuildOutputs:
+    root: Path
+
+    @property
+    def qemu(self) -> Path:
+        return self.root / "qemu-system-x86_64"
+
+    @property
+    def firmware(self) -> Path:
+        return self.root / "firmware"
+
+    def aml(self, name: str) -> Path:
+        return self.root / f"{name}.aml"
+
+    def check(self) -> None:
+        for path in (self.qemu, self.firmware / "bios-256k.bin", self.aml("battery")):
+            if not path.exists():
+                raise ProfileError(f"{path} missing: run `tabvm build` first")
+
+
+def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: str,
+                    memory: str = "512M") -> VmConfig:
+    outputs.check()
+    return VmConfig(
+        qemu=outputs.qemu, firmware_dir=outputs.firmware, kernel=kernel, initrd=initrd,
+        append="console=ttyS0 panic=-1 quiet", memory=memory, accel=accel,
+        acpi_tables=(outputs.aml("battery"),),
+        devices=("tabvm-battery,id=battery",),
+    )
+
+
+def default_outputs() -> BuildOutputs:
+    return BuildOutputs(REPO / "build")

@@ -1,0 +1,146 @@
+"""Start QEMU for a VM, talk QMP to it (qemu.qmp), stop it.
+
+The command line is built from a ``VmConfig``: ``-nodefaults``, only the devices
+asked for, QMP on a unix socket inside the private runtime directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+
+class QemuError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    qemu: Path
+    firmware_dir: Path
+    kernel: Path
+    initrd: Path
+    append: str = "console=ttyS0 panic=-1"
+    memory: str = "512M"
+    cpus: int = 1
+    accel: str = "tcg"               # tcg | kvm (see glue.accel for "auto")
+    acpi_tables: tuple[Path, ...] = ()
+    devices: tuple[str, ...] = ()    # -device arguments
+    extra: tuple[str, ...] = ()
+
+
+@dataclass
+class Qemu:
+    """A running QEMU. Use as a context manager; ``stop()`` always cleans up."""
+
+    config: VmConfig
+    rundir: Path
+    proc: subprocess.Popen | None = None
+    qmp: QEMUMonitorProtocol | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.rundir / "qemu.log"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.rundir / "qmp.sock"
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.rundir / "agent.sock"
+
+    @property
+    def console_log(self) -> Path:
+        return self.rundir / "console.log"
+
+    def command(self) -> list[str]:
+        c = self.config
+        cmd = [str(c.qemu), "-M", "q35", "-accel", c.accel, "-m", c.memory,
+               "-smp", str(c.cpus), "-nodefaults", "-no-user-config", "-display", "none",
+               "-L", str(c.firmware_dir),
+               "-kernel", str(c.kernel), "-initrd", str(c.initrd), "-append", c.append,
+               "-chardev", f"file,id=console,path={self.console_log}",
+               "-serial", "chardev:console",
+               "-chardev", f"socket,id=agent,path={self.agent_socket},server=on,wait=off",
+               "-serial", "chardev:agent",
+               "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
+               "-no-reboot"]
+        for table in c.acpi_tables:
+            cmd += ["-acpitable", f"file={table}"]
+        for dev in c.devices:
+            cmd += ["-device", dev]
+        return cmd + list(c.extra)
+
+    def start(self, timeout: float = 15.0) -> Qemu:
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise QemuError(f"QEMU exited with {self.proc.returncode}: "
+                                f"{self.log.read_text().strip()}")
+            if self.qmp_socket.exists():
+                try:
+                    qmp = QEMUMonitorProtocol(str(self.qmp_socket))
+                    qmp.connect()
+                    self.qmp = qmp
+                    return self
+                except (OSError, QMPError):
+                    pass
+            time.sleep(0.05)
+        self.stop()
+        raise QemuError(f"QMP socket did not answer within {timeout} s")
+
+    def cmd(self, name: str, **args: Any) -> Any:
+        """Run a QMP command; raise QemuError with QEMU's message on failure."""
+        if self.qmp is None:
+            raise QemuError("QEMU is not running")
+        resp = self.qmp.cmd_raw(name, args or None)
+        if "error" in resp:
+            raise QemuError(resp["error"].get("desc", str(resp["error"])))
+        return resp.get("return")
+
+    def qom_set(self, path: str, prop: str, value: Any) -> None:
+        self.cmd("qom-set", path=path, property=prop, value=value)
+
+    def qom_get(self, path: str, prop: str) -> Any:
+        return self.cmd("qom-get", path=path, property=prop)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        if self.qmp is not None:
+            try:
+                self.qmp.cmd_raw("quit")
+            except (OSError, QMPError, EOFError):
+                pass
+            try:
+                self.qmp.close()
+            except (OSError, QMPError):
+                pass
+            self.qmp = None
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait()
+
+    def __enter__(self) -> Qemu:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""tabvm build tooling: fetch and patch QEMU, build it, build the test guest."""

@@ -1,0 +1,119 @@
+"""The ``tabvm`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .paths import REPO
+
+BUILD_DIR = REPO / "build"
+
+
+def _meson() -> list[str]:
+    local = Path(sys.executable).parent / "meson"
+    if local.exists():
+        return [str(local)]
+    found = shutil.which("meson")
+    if found is None:
+        raise SystemExit("tabvm: error: meson not found (run ./bootstrap first)")
+    return [found]
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from generator.main import cmd_check as check, spec_files
+    return check(args.specs or spec_files())
+
+
+def cmd_gen(args: argparse.Namespace) -> int:
+    from generator.main import cmd_gen as gen, spec_files
+    return gen(args.specs or spec_files(), args.out)
+
+
+def build(builddir: Path = BUILD_DIR) -> int:
+    """meson setup (once) + meson compile: generate, ACPI, QEMU."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if not (builddir / "build.ninja").exists():
+        rc = subprocess.call([*_meson(), "setup", str(builddir), str(REPO)], env=env)
+        if rc:
+            return rc
+    return subprocess.call([*_meson(), "compile", "-C", str(builddir)], env=env)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    return build(args.builddir)
+
+
+def cmd_guest(args: argparse.Namespace) -> int:
+    from .guest import GuestBuildError, build_guest
+    try:
+        image = build_guest()
+    except GuestBuildError as exc:
+        print(f"tabvm: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"kernel  {image.kernel}\ninitrd  {image.initrd}\nversion {image.kernel_version}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from glue.cli import run
+    return run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    rc = build(args.builddir)
+    if rc:
+        return rc
+    from glue.cli import demo
+    return demo(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tabvm", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("check", help="validate device specs")
+    s.add_argument("specs", nargs="*", type=Path)
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("gen", help="render device specs into QEMU sources and ASL")
+    s.add_argument("specs", nargs="*", type=Path)
+    s.add_argument("--out", type=Path, default=BUILD_DIR / "gen")
+    s.set_defaults(func=cmd_gen)
+
+    s = sub.add_parser("build", help="generate and build QEMU with the devices")
+    s.add_argument("--builddir", type=Path, default=BUILD_DIR)
+    s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("guest", help="build the test guest (kernel + initramfs + agent)")
+    s.set_defaults(func=cmd_guest)
+
+    from glue.cli import add_run_arguments
+    s = sub.add_parser("run", help="start the VM with the glue (battery bridge, QMP)")
+    add_run_arguments(s)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("demo", help="build everything, boot the test guest and show the "
+                       "guest's battery following the host")
+    add_run_arguments(s)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not hasattr(args, "builddir"):
+        args.builddir = BUILD_DIR
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

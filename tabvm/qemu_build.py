@@ -1,0 +1,134 @@
+"""Configure and build the patched QEMU, out of the repository, keyed by its inputs.
+
+``cache/qemu/<source key>/`` holds ``src`` (pristine + patches + generated devices)
+and ``build``. Configure runs again only when its command line changes; after that
+QEMU's own ninja decides what to rebuild, so a spec edit recompiles only the device
+files whose text changed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import re
+import shutil
+import subprocess
+import sys
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from generator.render import DEVICE_CONFIG
+
+from .progress import Ticker, say
+from .qemu_source import prepared_tree
+from .qemu_tree import install_generated
+from .recipe import Recipe
+
+SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
+BINARY = "qemu-system-x86_64"
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def configure_command(recipe: Recipe, src: Path) -> list[str]:
+    return [str(src / "configure"), f"--python={sys.executable}",
+            f"--target-list={recipe.target}",
+            f"--with-devices-{recipe.target.split('-')[0]}={DEVICE_CONFIG}",
+            *recipe.configure_args]
+
+
+def _run_logged(cmd: list[str], cwd: Path, label: str, log: Path) -> list[str]:
+    """Run ``cmd`` printing ninja-style progress; return its output lines."""
+    tail: deque[str] = deque(maxlen=80)
+    lines = []
+    ticker = Ticker(label)
+    with log.open("w") as logf, subprocess.Popen(
+            cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            logf.write(line)
+            tail.append(line.rstrip())
+            lines.append(line.rstrip())
+            m = re.match(r"\[(\d+)/(\d+)\]", line)
+            if m:
+                ticker.update(int(m.group(1)), int(m.group(2)))
+        rc = proc.wait()
+    if rc != 0:
+        raise BuildError(f"{label} failed (exit {rc}); last lines of {log}:\n"
+                         + "\n".join(tail))
+    return lines
+
+
+def configure(recipe: Recipe, src: Path, build: Path) -> bool:
+    cmd = configure_command(recipe, src)
+    stamp = build / ".tabvm-configure"
+    wanted = "\0".join(cmd)
+    if (build / "build.ninja").exists() and stamp.exists() and stamp.read_text() == wanted:
+        return False
+    say("configuring QEMU")
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    _run_logged(cmd, build, "configure", build.parent / "configure.log")
+    stamp.write_text(wanted)
+    return True
+
+
+def compile_qemu(build: Path) -> list[str]:
+    """Run ninja; return the objects it compiled (for 'what did an edit rebuild')."""
+    say(f"building {BINARY} (ninja; a full build takes a few minutes on 2 cores)")
+    lines = _run_logged(["ninja", BINARY], build, "ninja", build.parent / "ninja.log")
+    compiled = [m.group(1) for line in lines
+                if (m := re.search(r"Compiling C object (\S+)", line))]
+    if not (build / "pc-bios/optionrom/config.mak").exists():
+        raise BuildError("QEMU's configure found no compiler for 32-bit x86 option ROMs "
+                         "(linuxboot_dma.bin, needed for -kernel): install gcc-multilib")
+    _run_logged(["make", "-s"], build / "pc-bios/optionrom", "option ROMs",
+                build.parent / "optionrom.log")
+    return compiled
+
+
+def install_outputs(build: Path, out: Path) -> None:
+    """Copy the binary and the firmware it needs into ``out`` (only when changed)."""
+    firmware = out / "firmware"
+    firmware.mkdir(parents=True, exist_ok=True)
+    if not SEABIOS.exists():
+        raise BuildError(f"{SEABIOS} missing: install Debian's seabios package")
+    for src, dst in ((build / BINARY, out / BINARY),
+                     (SEABIOS, firmware / SEABIOS.name),
+                     (build / "pc-bios/optionrom/linuxboot_dma.bin",
+                      firmware / "linuxboot_dma.bin")):
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copy2(src, tmp)
+            tmp.replace(dst)
+
+
+def build_qemu(recipe: Recipe, gen_dir: Path, out: Path) -> list[str]:
+    """Prepare, hook in the generated devices, configure, build. Returns compiled objects."""
+    src = prepared_tree(recipe)
+    home = src.parent
+    with locked(home / "lock"):
+        changed = install_generated(gen_dir, src)
+        for path in changed:
+            say(f"QEMU tree: updated {path}")
+        build = home / "build"
+        configure(recipe, src, build)
+        compiled = compile_qemu(build)
+        install_outputs(build, out)
+    (out / "qemu-compiled.txt").write_text("".join(f"{c}\n" for c in compiled))
+    return compiled

@@ -1,0 +1,492 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * tabvm-tablet-power: Second variant - mAh battery on GPE 7 with an SMBus controller under an EC
+ *
+ * Generated from tests/golden/variant/specs/power.yaml by the tabvm generator -- do not edit.
+ * Regenerate with: tabvm gen
+ */
+
+/*
+ * The guest sees a block of 9 little-endian DWORD registers at I/O port
+ * 0xa40; the SSDT rendered from the same spec (tablet_power.asl) reads them from
+ * _STA, _BIX, _BIF, _BST and _PSR. The host changes the values with qom-set; every
+ * change sets a bit in the EVENTS register and raises GPE0 bit 7, whose
+ * _E07 method notifies the battery (BATT) and the AC adapter (AC__).
+ *
+ * Battery values are physical state, not guest state: a guest reset clears only
+ * the pending events.
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qapi/visitor.h"
+#include "qemu/log.h"
+#include "qemu/module.h"
+#include "qom/object.h"
+#include "hw/isa/isa.h"
+#include "hw/acpi/acpi_dev_interface.h"
+#include "hw/resettable.h"
+#include "migration/vmstate.h"
+#include "trace.h"
+
+#define TYPE_TABVM_TABLET_POWER "tabvm-tablet-power"
+OBJECT_DECLARE_SIMPLE_TYPE(TabvmTabletPowerState, TABVM_TABLET_POWER)
+
+#define TABVM_TABLET_POWER_IO_BASE 0xa40
+#define TABVM_TABLET_POWER_IO_SIZE 36
+#define TABVM_TABLET_POWER_GPE_BIT 7
+#define TABVM_TABLET_POWER_MAGIC 0x54414254
+
+enum {
+    TABVM_TABLET_POWER_REG_STATUS = 0x00, /* bits 0-2: _BST state, bit 8: battery present, bit 9: AC online */
+    TABVM_TABLET_POWER_REG_REMAINING = 0x04, /* remaining capacity */
+    TABVM_TABLET_POWER_REG_FULL = 0x08, /* last full charge capacity */
+    TABVM_TABLET_POWER_REG_DESIGN = 0x0c, /* design capacity */
+    TABVM_TABLET_POWER_REG_RATE = 0x10, /* present rate */
+    TABVM_TABLET_POWER_REG_VOLTAGE = 0x14, /* present voltage */
+    TABVM_TABLET_POWER_REG_CYCLES = 0x18, /* cycle count */
+    TABVM_TABLET_POWER_REG_EVENTS = 0x1c, /* pending events, cleared by reading: bit 0 _BST, bit 1 _BIX, bit 2 AC */
+    TABVM_TABLET_POWER_REG_MAGIC = 0x20, /* identifies the block: 'TBAT' */
+};
+
+QEMU_BUILD_BUG_ON(TABVM_TABLET_POWER_REG_MAGIC + 4 != TABVM_TABLET_POWER_IO_SIZE);
+QEMU_BUILD_BUG_ON(TABVM_TABLET_POWER_GPE_BIT > 7);
+
+/* STATUS register */
+#define TABVM_TABLET_POWER_STATUS_STATE_MASK    0x7u
+#define TABVM_TABLET_POWER_STATUS_PRESENT       (1u << 8)
+#define TABVM_TABLET_POWER_STATUS_AC_ONLINE     (1u << 9)
+
+/* _BST state bits */
+#define TABVM_TABLET_POWER_BST_DISCHARGING      (1u << 0)
+#define TABVM_TABLET_POWER_BST_CHARGING         (1u << 1)
+#define TABVM_TABLET_POWER_BST_CRITICAL         (1u << 2)
+
+/* EVENTS register */
+#define TABVM_TABLET_POWER_EVENT_BST            (1u << 0)
+#define TABVM_TABLET_POWER_EVENT_BIX            (1u << 1)
+#define TABVM_TABLET_POWER_EVENT_AC             (1u << 2)
+
+typedef enum {
+    TABVM_TABLET_POWER_STATE_IDLE = 0,
+    TABVM_TABLET_POWER_STATE_DISCHARGING = 1,
+    TABVM_TABLET_POWER_STATE_CHARGING = 2,
+    TABVM_TABLET_POWER_STATE__MAX,
+} TabvmTabletPowerStateKind;
+
+static const QEnumLookup tabvm_tablet_power_state_lookup = {
+    .array = (const char *const[]) {
+        [TABVM_TABLET_POWER_STATE_IDLE] = "idle",
+        [TABVM_TABLET_POWER_STATE_DISCHARGING] = "discharging",
+        [TABVM_TABLET_POWER_STATE_CHARGING] = "charging",
+    },
+    .size = TABVM_TABLET_POWER_STATE__MAX,
+};
+
+/* What the host sets; validated as a whole before it is committed. */
+typedef struct TabvmTabletPowerStateValues {
+    bool present;
+    bool ac_online;
+    bool critical;
+    uint32_t state;
+    uint32_t remaining;
+    uint32_t full;
+    uint32_t design;
+    uint32_t rate;
+    uint32_t voltage;
+    uint32_t cycles;
+} TabvmTabletPowerStateValues;
+
+struct TabvmTabletPowerState {
+    ISADevice parent_obj;
+
+    MemoryRegion io;
+    Object *acpi;       /* the machine's ACPI device (GPE block) */
+
+    TabvmTabletPowerStateValues v;
+    uint32_t events;    /* pending EVENTS bits, cleared when the guest reads them */
+};
+
+static bool tabvm_tablet_power_values_valid(const TabvmTabletPowerStateValues *v, Error **errp)
+{
+    if (v->state >= TABVM_TABLET_POWER_STATE__MAX) {
+        error_setg(errp, "state %" PRIu32 " is not idle, discharging or charging",
+                   v->state);
+        return false;
+    }
+    if (v->full == 0) {
+        error_setg(errp, "full capacity must be at least 1");
+        return false;
+    }
+    if (v->design == 0) {
+        error_setg(errp, "design capacity must be at least 1");
+        return false;
+    }
+    if (v->remaining > v->full) {
+        error_setg(errp, "remaining capacity %" PRIu32 " is more than the full "
+                   "capacity %" PRIu32, v->remaining, v->full);
+        return false;
+    }
+    return true;
+}
+
+static uint32_t tabvm_tablet_power_status(const TabvmTabletPowerState *s)
+{
+    uint32_t val = 0;
+
+    if (s->v.state == TABVM_TABLET_POWER_STATE_DISCHARGING) {
+        val |= TABVM_TABLET_POWER_BST_DISCHARGING;
+    } else if (s->v.state == TABVM_TABLET_POWER_STATE_CHARGING) {
+        val |= TABVM_TABLET_POWER_BST_CHARGING;
+    }
+    if (s->v.critical) {
+        val |= TABVM_TABLET_POWER_BST_CRITICAL;
+    }
+    if (s->v.present) {
+        val |= TABVM_TABLET_POWER_STATUS_PRESENT;
+    }
+    if (s->v.ac_online) {
+        val |= TABVM_TABLET_POWER_STATUS_AC_ONLINE;
+    }
+    return val;
+}
+
+static uint64_t tabvm_tablet_power_read(void *opaque, hwaddr addr, unsigned size)
+{
+    TabvmTabletPowerState *s = opaque;
+    uint32_t val;
+
+    if (size != 4 || (addr & 3)) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: %u-byte read at offset 0x%" HWADDR_PRIx
+                      " ignored (registers are read as aligned DWORDs)\n",
+                      __func__, size, addr);
+        return 0;
+    }
+    switch (addr) {
+    case TABVM_TABLET_POWER_REG_STATUS:
+        val = tabvm_tablet_power_status(s);
+        break;
+    case TABVM_TABLET_POWER_REG_REMAINING:
+        val = s->v.remaining;
+        break;
+    case TABVM_TABLET_POWER_REG_FULL:
+        val = s->v.full;
+        break;
+    case TABVM_TABLET_POWER_REG_DESIGN:
+        val = s->v.design;
+        break;
+    case TABVM_TABLET_POWER_REG_RATE:
+        val = s->v.rate;
+        break;
+    case TABVM_TABLET_POWER_REG_VOLTAGE:
+        val = s->v.voltage;
+        break;
+    case TABVM_TABLET_POWER_REG_CYCLES:
+        val = s->v.cycles;
+        break;
+    case TABVM_TABLET_POWER_REG_EVENTS:
+        val = s->events;
+        s->events = 0;
+        break;
+    case TABVM_TABLET_POWER_REG_MAGIC:
+        val = TABVM_TABLET_POWER_MAGIC;
+        break;
+    default:
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: read at unknown offset 0x%" HWADDR_PRIx
+                      " ignored\n", __func__, addr);
+        return 0;
+    }
+    trace_tabvm_tablet_power_read(addr, val);
+    return val;
+}
+
+static void tabvm_tablet_power_write(void *opaque, hwaddr addr, uint64_t val,
+                                     unsigned size)
+{
+    qemu_log_mask(LOG_GUEST_ERROR, "%s: %u-byte write of 0x%" PRIx64 " at offset 0x%"
+                  HWADDR_PRIx " ignored (registers are read-only)\n",
+                  __func__, size, val, addr);
+}
+
+static const MemoryRegionOps tabvm_tablet_power_ops = {
+    .read = tabvm_tablet_power_read,
+    .write = tabvm_tablet_power_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 1,
+        .max_access_size = 4,
+    },
+    .impl = {
+        .min_access_size = 1,
+        .max_access_size = 4,
+    },
+};
+
+/* Make @v current and tell the guest about @events. */
+static void tabvm_tablet_power_commit(TabvmTabletPowerState *s, const TabvmTabletPowerStateValues *v,
+                                      uint32_t events)
+{
+    s->v = *v;
+    if (!events) {
+        return;
+    }
+    s->events |= events;
+    trace_tabvm_tablet_power_event(events, s->events);
+    if (DEVICE(s)->realized) {
+        acpi_send_event(DEVICE(s->acpi),
+                        (AcpiEventStatusBits)(1u << TABVM_TABLET_POWER_GPE_BIT));
+    }
+}
+
+/* A bool or uint32 member of the values, with the events a change raises. */
+typedef struct TabvmTabletPowerStateField {
+    const char *name;
+    const char *type;
+    size_t offset;
+    uint32_t events;
+    const char *description;
+} TabvmTabletPowerStateField;
+
+static const TabvmTabletPowerStateField tabvm_tablet_power_fields[] = {
+    { "present", "bool", offsetof(TabvmTabletPowerStateValues, present),
+      TABVM_TABLET_POWER_EVENT_BST | TABVM_TABLET_POWER_EVENT_BIX, "battery inserted" },
+    { "ac-online", "bool", offsetof(TabvmTabletPowerStateValues, ac_online),
+      TABVM_TABLET_POWER_EVENT_AC, "AC adapter plugged in" },
+    { "critical", "bool", offsetof(TabvmTabletPowerStateValues, critical),
+      TABVM_TABLET_POWER_EVENT_BST, "battery in a critical energy state" },
+    { "remaining", "uint32", offsetof(TabvmTabletPowerStateValues, remaining),
+      TABVM_TABLET_POWER_EVENT_BST, "remaining capacity (mAh)" },
+    { "full", "uint32", offsetof(TabvmTabletPowerStateValues, full),
+      TABVM_TABLET_POWER_EVENT_BIX | TABVM_TABLET_POWER_EVENT_BST,
+      "last full charge capacity (mAh)" },
+    { "design-capacity", "uint32", offsetof(TabvmTabletPowerStateValues, design),
+      TABVM_TABLET_POWER_EVENT_BIX, "design capacity (mAh)" },
+    { "rate", "uint32", offsetof(TabvmTabletPowerStateValues, rate),
+      TABVM_TABLET_POWER_EVENT_BST, "present (dis)charge rate" },
+    { "voltage", "uint32", offsetof(TabvmTabletPowerStateValues, voltage),
+      TABVM_TABLET_POWER_EVENT_BST, "present voltage (mV)" },
+    { "cycle-count", "uint32", offsetof(TabvmTabletPowerStateValues, cycles),
+      TABVM_TABLET_POWER_EVENT_BIX, "charge cycles" },
+};
+
+static void tabvm_tablet_power_get_field(Object *obj, Visitor *v, const char *name,
+                                         void *opaque, Error **errp)
+{
+    TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
+    const TabvmTabletPowerStateField *f = opaque;
+    void *ptr = (char *)&s->v + f->offset;
+
+    if (!strcmp(f->type, "bool")) {
+        visit_type_bool(v, name, ptr, errp);
+    } else {
+        visit_type_uint32(v, name, ptr, errp);
+    }
+}
+
+static void tabvm_tablet_power_set_field(Object *obj, Visitor *v, const char *name,
+                                         void *opaque, Error **errp)
+{
+    TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
+    const TabvmTabletPowerStateField *f = opaque;
+    TabvmTabletPowerStateValues next = s->v;
+    void *ptr = (char *)&next + f->offset;
+    bool changed;
+
+    if (!strcmp(f->type, "bool")) {
+        bool value;
+
+        if (!visit_type_bool(v, name, &value, errp)) {
+            return;
+        }
+        changed = *(bool *)ptr != value;
+        *(bool *)ptr = value;
+        trace_tabvm_tablet_power_set(name, value);
+    } else {
+        uint32_t value;
+
+        if (!visit_type_uint32(v, name, &value, errp)) {
+            return;
+        }
+        changed = *(uint32_t *)ptr != value;
+        *(uint32_t *)ptr = value;
+        trace_tabvm_tablet_power_set(name, value);
+    }
+    if (!tabvm_tablet_power_values_valid(&next, errp)) {
+        return;
+    }
+    tabvm_tablet_power_commit(s, &next, changed ? f->events : 0);
+}
+
+static int tabvm_tablet_power_get_state(Object *obj, Error **errp)
+{
+    return TABVM_TABLET_POWER(obj)->v.state;
+}
+
+static void tabvm_tablet_power_set_state(Object *obj, int value, Error **errp)
+{
+    TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
+    TabvmTabletPowerStateValues next = s->v;
+
+    next.state = value;
+    if (!tabvm_tablet_power_values_valid(&next, errp)) {
+        return;
+    }
+    trace_tabvm_tablet_power_set("state", value);
+    tabvm_tablet_power_commit(s, &next, next.state != s->v.state ? TABVM_TABLET_POWER_EVENT_BST : 0);
+}
+
+/* capacity: remaining as a percentage of full, rounded to nearest */
+static void tabvm_tablet_power_get_capacity(Object *obj, Visitor *v, const char *name,
+                                            void *opaque, Error **errp)
+{
+    TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
+    uint8_t percent = ((uint64_t)s->v.remaining * 100 + s->v.full / 2) / s->v.full;
+
+    visit_type_uint8(v, name, &percent, errp);
+}
+
+static void tabvm_tablet_power_set_capacity(Object *obj, Visitor *v, const char *name,
+                                            void *opaque, Error **errp)
+{
+    TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
+    TabvmTabletPowerStateValues next = s->v;
+    uint8_t percent;
+
+    if (!visit_type_uint8(v, name, &percent, errp)) {
+        return;
+    }
+    if (percent > 100) {
+        error_setg(errp, "capacity %u%% is more than 100%%", percent);
+        return;
+    }
+    next.remaining = ((uint64_t)next.full * percent + 50) / 100;
+    if (!tabvm_tablet_power_values_valid(&next, errp)) {
+        return;
+    }
+    trace_tabvm_tablet_power_set(name, percent);
+    tabvm_tablet_power_commit(s, &next,
+                              next.remaining != s->v.remaining ? TABVM_TABLET_POWER_EVENT_BST : 0);
+}
+
+static void tabvm_tablet_power_realize(DeviceState *dev, Error **errp)
+{
+    TabvmTabletPowerState *s = TABVM_TABLET_POWER(dev);
+    bool ambiguous = false;
+
+    object_resolve_path_type("", TYPE_TABVM_TABLET_POWER, &ambiguous);
+    if (ambiguous) {
+        error_setg(errp, "only one %s device is allowed", TYPE_TABVM_TABLET_POWER);
+        return;
+    }
+    s->acpi = object_resolve_path_type("", TYPE_ACPI_DEVICE_IF, NULL);
+    if (!s->acpi) {
+        error_setg(errp, "%s needs a machine with ACPI GPE support (q35)",
+                   TYPE_TABVM_TABLET_POWER);
+        return;
+    }
+    memory_region_init_io(&s->io, OBJECT(s), &tabvm_tablet_power_ops, s,
+                          TYPE_TABVM_TABLET_POWER, TABVM_TABLET_POWER_IO_SIZE);
+    isa_register_ioport(ISA_DEVICE(dev), &s->io, TABVM_TABLET_POWER_IO_BASE);
+}
+
+static void tabvm_tablet_power_init(Object *obj)
+{
+    TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
+
+    /* Initial values from tests/golden/variant/specs/power.yaml */
+    s->v = (TabvmTabletPowerStateValues) {
+        .present = false,
+        .ac_online = true,
+        .critical = false,
+        .state = TABVM_TABLET_POWER_STATE_CHARGING,
+        .remaining = 1000,
+        .full = 4800,
+        .design = 5000,
+        .rate = 0,
+        .voltage = 0,
+        .cycles = 12,
+    };
+}
+
+static void tabvm_tablet_power_reset_hold(Object *obj, ResetType type)
+{
+    TABVM_TABLET_POWER(obj)->events = 0;
+}
+
+static int tabvm_tablet_power_post_load(void *opaque, int version_id)
+{
+    TabvmTabletPowerState *s = opaque;
+
+    return tabvm_tablet_power_values_valid(&s->v, NULL) ? 0 : -EINVAL;
+}
+
+static const VMStateDescription vmstate_tabvm_tablet_power = {
+    .name = TYPE_TABVM_TABLET_POWER,
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .post_load = tabvm_tablet_power_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_BOOL(v.present, TabvmTabletPowerState),
+        VMSTATE_BOOL(v.ac_online, TabvmTabletPowerState),
+        VMSTATE_BOOL(v.critical, TabvmTabletPowerState),
+        VMSTATE_UINT32(v.state, TabvmTabletPowerState),
+        VMSTATE_UINT32(v.remaining, TabvmTabletPowerState),
+        VMSTATE_UINT32(v.full, TabvmTabletPowerState),
+        VMSTATE_UINT32(v.design, TabvmTabletPowerState),
+        VMSTATE_UINT32(v.rate, TabvmTabletPowerState),
+        VMSTATE_UINT32(v.voltage, TabvmTabletPowerState),
+        VMSTATE_UINT32(v.cycles, TabvmTabletPowerState),
+        VMSTATE_UINT32(events, TabvmTabletPowerState),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static void tabvm_tablet_power_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    ResettableClass *rc = RESETTABLE_CLASS(klass);
+    ObjectProperty *op;
+    size_t i;
+
+    dc->desc = "Second variant - mAh battery on GPE 7 with an SMBus controller under an EC";
+    dc->realize = tabvm_tablet_power_realize;
+    dc->vmsd = &vmstate_tabvm_tablet_power;
+    dc->hotpluggable = false;
+    rc->phases.hold = tabvm_tablet_power_reset_hold;
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+
+    for (i = 0; i < ARRAY_SIZE(tabvm_tablet_power_fields); i++) {
+        const TabvmTabletPowerStateField *f = &tabvm_tablet_power_fields[i];
+
+        op = object_class_property_add(klass, f->name, f->type,
+                                       tabvm_tablet_power_get_field,
+                                       tabvm_tablet_power_set_field,
+                                       NULL, (void *)f);
+        object_class_property_set_description(klass, op->name, f->description);
+    }
+    object_class_property_add_enum(klass, "state", "TabvmTabletPowerStateKind",
+                                   &tabvm_tablet_power_state_lookup,
+                                   tabvm_tablet_power_get_state, tabvm_tablet_power_set_state);
+    object_class_property_set_description(klass, "state",
+                                          "idle, discharging or charging");
+    object_class_property_add(klass, "capacity", "uint8",
+                              tabvm_tablet_power_get_capacity, tabvm_tablet_power_set_capacity,
+                              NULL, NULL);
+    object_class_property_set_description(klass, "capacity",
+                                          "remaining capacity in percent of full");
+}
+
+static const TypeInfo tabvm_tablet_power_info = {
+    .name          = TYPE_TABVM_TABLET_POWER,
+    .parent        = TYPE_ISA_DEVICE,
+    .instance_size = sizeof(TabvmTabletPowerState),
+    .instance_init = tabvm_tablet_power_init,
+    .class_init    = tabvm_tablet_power_class_init,
+};
+
+static void tabvm_tablet_power_register_types(void)
+{
+    type_register_static(&tabvm_tablet_power_info);
+}
+
+type_init(tabvm_tablet_power_register_types)
