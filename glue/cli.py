@@ -69,7 +69,8 @@ def _config(args: argparse.Namespace) -> VmConfig:
     image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
 
     def config_for(accel: str) -> VmConfig:
-        return builtin_profile(outputs, image.kernel, image.initrd, accel, args.memory)
+        # the unpacked ELF kernel boots about twice as fast under TCG (PVH entry)
+        return builtin_profile(outputs, image.vmlinux, image.initrd, accel, args.memory)
 
     accel = select_accel(args.accel, probe=lambda: _probe_kvm(config_for))
     return config_for(accel)

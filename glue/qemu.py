@@ -128,7 +128,7 @@ class Qemu:
                 pass
             try:
                 self.qmp.close()
-            except (OSError, QMPError):
+            except (OSError, QMPError, EOFError):
                 pass
             self.qmp = None
         if self.proc is None:

@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    rc = build(args.builddir)
+    rc = build(args.builddir or BUILD_DIR)
     if rc:
         return rc
     from glue.cli import demo

@@ -108,10 +108,12 @@ def install_outputs(build: Path, out: Path) -> None:
     firmware.mkdir(parents=True, exist_ok=True)
     if not SEABIOS.exists():
         raise BuildError(f"{SEABIOS} missing: install Debian's seabios package")
+    roms = build / "pc-bios/optionrom"
     for src, dst in ((build / BINARY, out / BINARY),
                      (SEABIOS, firmware / SEABIOS.name),
-                     (build / "pc-bios/optionrom/linuxboot_dma.bin",
-                      firmware / "linuxboot_dma.bin")):
+                     # -kernel with a bzImage, and with an ELF vmlinux (PVH entry)
+                     (roms / "linuxboot_dma.bin", firmware / "linuxboot_dma.bin"),
+                     (roms / "pvh.bin", firmware / "pvh.bin")):
         if not dst.exists() or dst.read_bytes() != src.read_bytes():
             tmp = dst.with_name(f".{dst.name}.tmp")
             shutil.copy2(src, tmp)

@@ -16,3 +16,22 @@ def pytest_addoption(parser):
 @pytest.fixture
 def update_golden(request):
     return request.config.getoption("--update-golden") or os.environ.get("TABVM_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture(scope="session")
+def build_outputs():
+    """QEMU with the generated devices, firmware and AML: `tabvm build` (incremental)."""
+    from glue.profile import default_outputs
+    from tabvm.cli import build
+
+    rc = build()
+    assert rc == 0, "tabvm build failed (see the output above)"
+    outputs = default_outputs()
+    outputs.check()
+    return outputs
+
+
+@pytest.fixture(scope="session")
+def guest_image():
+    from tabvm.guest import build_guest
+    return build_guest(progress=lambda msg: print("guest:", msg))

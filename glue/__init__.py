@@ -1,0 +1,1 @@
+"""Host-side glue for talking to tabvm guests and QEMU."""

@@ -1,0 +1,617 @@
+/*
+ * tabvm guest agent: answers requests from the host over a serial line.
+ *
+ * Usage: tabvm-agent /dev/ttyS1
+ *
+ * The line is put in raw mode (115200 8N1, no echo, no translation).
+ * The agent only ever answers; it never speaks first.
+ *
+ * Protocol (one request per line, one response per request, in order):
+ *
+ *   request:   ID VERB ARGS...\n
+ *   response:  ID STATUS LEN\n  then exactly LEN payload bytes, then \n
+ *
+ *   ID      decimal token chosen by the host (1..20 digits), echoed back.
+ *           A request whose ID is not decimal is answered with ID 0.
+ *   STATUS  "ok" or "err" (on "err" the payload is a human-readable message).
+ *   LEN     decimal byte count of the payload.
+ *
+ * Empty lines are ignored (the host may send "\n" to terminate a partial line).
+ * NUL bytes in a request are read as spaces. Lines longer than 64 KiB are
+ * answered with "err" (the ID is still taken from the start of the line) and
+ * otherwise discarded.
+ *
+ * Verbs (ARGS is the rest of the line after "VERB "):
+ *   ping                 -> "pong"
+ *   read PATH            -> file contents (at most 1 MiB, else err); sysfs/proc work
+ *   write PATH DATA      -> writes DATA (escapes: \n newline, \\ backslash) to PATH
+ *                           in one write(2) call, creating/truncating it; payload empty
+ *   sh CMD...            -> runs /bin/sh -c CMD, stdin /dev/null, stdout+stderr captured
+ *                           (first 1 MiB kept); payload = output, then a last line
+ *                           "exit=N" (N = exit status, or 128+signal)
+ *   ls DIR               -> entry names, sorted bytewise, one per line ("." / ".." omitted)
+ *   hold KEY VALUE       -> keeps VALUE (raw rest of line) under KEY in agent memory
+ *   recall KEY           -> the VALUE held under KEY, err if none
+ *   uname                -> sysname, nodename, release, version, machine; one per line
+ *   in SIZE PORT         -> reads an I/O port with a SIZE-byte access (1, 2 or 4);
+ *                           payload = the value as 0x%x (x86 only)
+ *   out SIZE PORT VALUE  -> writes VALUE to an I/O port with a SIZE-byte access
+ *
+ * To add a verb: write a handler `static int verb_x(char *args, struct buf *out)`
+ * returning 0 (ok) or -1 (err, message in out) and add it to VERBS[].
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <sys/io.h>
+#define HAVE_PORT_IO 1
+#endif
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define MAX_LINE (64 * 1024)
+#define MAX_PAYLOAD (1024 * 1024)
+#define MAX_ID 20
+
+/* A growable byte buffer for response payloads. */
+struct buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+static void die(const char *msg)
+{
+    perror(msg);
+    exit(1);
+}
+
+static void buf_reserve(struct buf *b, size_t extra)
+{
+    size_t need = b->len + extra;
+    if (need <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    char *p = realloc(b->data, cap);
+    if (!p)
+        die("realloc");
+    b->data = p;
+    b->cap = cap;
+}
+
+static void buf_add(struct buf *b, const void *p, size_t n)
+{
+    buf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void buf_str(struct buf *b, const char *s)
+{
+    buf_add(b, s, strlen(s));
+}
+
+static void buf_printf(struct buf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    buf_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+/* Sets out to an error message and returns -1, for `return fail(...)`. */
+static int fail(struct buf *out, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    out->len = 0;
+    buf_str(out, tmp);
+    return -1;
+}
+
+static int fail_errno(struct buf *out, const char *what, const char *path)
+{
+    return fail(out, "%s %s: %s", what, path, strerror(errno));
+}
+
+/* Splits "FIRST REST" at the first space: returns REST (or NULL if no space). */
+static char *split_word(char *s)
+{
+    char *sp = strchr(s, ' ');
+    if (!sp)
+        return NULL;
+    *sp = '\0';
+    return sp + 1;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+                poll(&pfd, 1, 1000);
+                continue;
+            }
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* ---- verbs ---------------------------------------------------------------- */
+
+static int verb_ping(char *args, struct buf *out)
+{
+    (void)args;
+    buf_str(out, "pong");
+    return 0;
+}
+
+static int verb_read(char *path, struct buf *out)
+{
+    if (!path || !*path)
+        return fail(out, "usage: read PATH");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail_errno(out, "open", path);
+    for (;;) {
+        buf_reserve(out, 65536);
+        ssize_t n = read(fd, out->data + out->len, 65536);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return fail_errno(out, "read", path);
+        }
+        if (n == 0)
+            break;
+        out->len += (size_t)n;
+        if (out->len > MAX_PAYLOAD) {
+            close(fd);
+            return fail(out, "%s: larger than %d bytes", path, MAX_PAYLOAD);
+        }
+    }
+    close(fd);
+    return 0;
+}
+
+/* Decodes \n and \\ in place; returns the decoded length or -1 on a bad escape. */
+static long unescape(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (*r != '\\') {
+            *w++ = *r;
+            continue;
+        }
+        r++;
+        if (*r == 'n')
+            *w++ = '\n';
+        else if (*r == '\\')
+            *w++ = '\\';
+        else
+            return -1;
+    }
+    return w - s;
+}
+
+static int verb_write(char *args, struct buf *out)
+{
+    char *data = args ? split_word(args) : NULL;
+    if (!args || !*args || !data)
+        return fail(out, "usage: write PATH DATA");
+    long n = unescape(data);
+    if (n < 0)
+        return fail(out, "bad escape (only \\n and \\\\ are allowed)");
+    int fd = open(args, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return fail_errno(out, "open", args);
+    ssize_t w;
+    do
+        w = write(fd, data, (size_t)n);
+    while (w < 0 && errno == EINTR);
+    int e = errno;
+    if (close(fd) < 0 && w >= 0) {
+        e = errno;
+        w = -1;
+    }
+    if (w < 0) {
+        errno = e;
+        return fail_errno(out, "write", args);
+    }
+    if (w != n)
+        return fail(out, "%s: short write (%zd of %ld bytes)", args, w, n);
+    return 0;
+}
+
+/* Runs the shell child: output to the pipe, stdin from /dev/null. */
+static void sh_child(int pipe_w, const char *cmd)
+{
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0) {
+        dup2(null, 0);
+        close(null);
+    }
+    dup2(pipe_w, 1);
+    dup2(pipe_w, 2);
+    close(pipe_w);
+    setsid();
+    signal(SIGPIPE, SIG_DFL);
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(127);
+}
+
+/*
+ * Collects the child's output until it exits. Output from background processes
+ * that keep the pipe open is only read while the shell runs, plus what is
+ * already buffered when it exits, so "daemon &" does not block the agent.
+ */
+static int sh_collect(int fd, pid_t pid, struct buf *out)
+{
+    int status = 0;
+    int exited = 0;
+    char tmp[4096];
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = poll(&pfd, 1, exited ? 0 : 50);
+        if (r > 0) {
+            ssize_t n = read(fd, tmp, sizeof(tmp));
+            if (n > 0) {
+                size_t keep = out->len < MAX_PAYLOAD ? MAX_PAYLOAD - out->len : 0;
+                buf_add(out, tmp, (size_t)n < keep ? (size_t)n : keep);
+                continue;
+            }
+            if (n == 0 || (errno != EINTR && errno != EAGAIN))
+                break; /* EOF: every writer is gone */
+        } else if (exited) {
+            break; /* shell gone and nothing left buffered */
+        }
+        if (!exited) {
+            pid_t w = waitpid(pid, &status, WNOHANG);
+            if (w == pid)
+                exited = 1;
+        }
+    }
+    if (!exited)
+        waitpid(pid, &status, 0);
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return 255;
+}
+
+static int verb_sh(char *cmd, struct buf *out)
+{
+    if (!cmd || !*cmd)
+        return fail(out, "usage: sh CMD");
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return fail(out, "pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return fail(out, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        close(p[0]);
+        sh_child(p[1], cmd);
+    }
+    close(p[1]);
+    int code = sh_collect(p[0], pid, out);
+    close(p[0]);
+    if (out->len > 0 && out->data[out->len - 1] != '\n')
+        buf_str(out, "\n");
+    buf_printf(out, "exit=%d", code);
+    return 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int verb_ls(char *path, struct buf *out)
+{
+    if (!path || !*path)
+        return fail(out, "usage: ls DIR");
+    DIR *d = opendir(path);
+    if (!d)
+        return fail_errno(out, "opendir", path);
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            names = realloc(names, cap * sizeof(*names));
+            if (!names)
+                die("realloc");
+        }
+        names[n] = strdup(e->d_name);
+        if (!names[n])
+            die("strdup");
+        n++;
+    }
+    closedir(d);
+    qsort(names, n, sizeof(*names), cmp_names);
+    for (size_t i = 0; i < n; i++) {
+        buf_str(out, names[i]);
+        if (i + 1 < n)
+            buf_str(out, "\n");
+        free(names[i]);
+    }
+    free(names);
+    return 0;
+}
+
+/* hold/recall: a small key -> value store, kept in this process's memory. */
+struct held {
+    char *key;
+    char *value;
+    struct held *next;
+};
+static struct held *held_list;
+
+static struct held *held_find(const char *key)
+{
+    for (struct held *h = held_list; h; h = h->next)
+        if (!strcmp(h->key, key))
+            return h;
+    return NULL;
+}
+
+static int verb_hold(char *args, struct buf *out)
+{
+    char *value = args ? split_word(args) : NULL;
+    if (!args || !*args || !value)
+        return fail(out, "usage: hold KEY VALUE");
+    char *copy = strdup(value);
+    if (!copy)
+        die("strdup");
+    struct held *h = held_find(args);
+    if (h) {
+        free(h->value);
+    } else {
+        h = calloc(1, sizeof(*h));
+        if (!h || !(h->key = strdup(args)))
+            die("calloc");
+        h->next = held_list;
+        held_list = h;
+    }
+    h->value = copy;
+    return 0;
+}
+
+static int verb_recall(char *key, struct buf *out)
+{
+    if (!key || !*key)
+        return fail(out, "usage: recall KEY");
+    struct held *h = held_find(key);
+    if (!h)
+        return fail(out, "nothing held under %s", key);
+    buf_str(out, h->value);
+    return 0;
+}
+
+static int verb_uname(char *args, struct buf *out)
+{
+    (void)args;
+    struct utsname u;
+    if (uname(&u) < 0)
+        return fail(out, "%s", strerror(errno));
+    buf_printf(out, "%s\n%s\n%s\n%s\n%s", u.sysname, u.nodename, u.release,
+               u.version, u.machine);
+    return 0;
+}
+
+/* Port I/O, for tests that poke device registers the way a driver (or a
+ * misbehaving guest) would. */
+static int parse_port_args(char *args, int want_value, unsigned *size,
+                           unsigned long *port, unsigned long *value, struct buf *out)
+{
+    char *end;
+    char *rest = args ? split_word(args) : NULL;
+    char *third = rest ? split_word(rest) : NULL;
+
+    if (!args || !rest || (want_value && !third))
+        return fail(out, want_value ? "usage: out SIZE PORT VALUE" : "usage: in SIZE PORT");
+    *size = (unsigned)strtoul(args, &end, 0);
+    if (*end || (*size != 1 && *size != 2 && *size != 4))
+        return fail(out, "SIZE must be 1, 2 or 4");
+    *port = strtoul(rest, &end, 0);
+    if (*end || *port > 0xffff || *port + *size > 0x10000)
+        return fail(out, "bad PORT %s", rest);
+    if (want_value) {
+        *value = strtoul(third, &end, 0);
+        if (*end)
+            return fail(out, "bad VALUE %s", third);
+    }
+#ifdef HAVE_PORT_IO
+    if (ioperm(*port, *size, 1) < 0)
+        return fail(out, "ioperm: %s", strerror(errno));
+    return 0;
+#else
+    return fail(out, "port I/O is not supported on this architecture");
+#endif
+}
+
+static int verb_in(char *args, struct buf *out)
+{
+    unsigned size;
+    unsigned long port, value = 0;
+
+    if (parse_port_args(args, 0, &size, &port, &value, out) < 0)
+        return -1;
+#ifdef HAVE_PORT_IO
+    value = size == 1 ? inb(port) : size == 2 ? inw(port) : inl(port);
+#endif
+    buf_printf(out, "0x%lx", value);
+    return 0;
+}
+
+static int verb_out(char *args, struct buf *out)
+{
+    unsigned size;
+    unsigned long port, value = 0;
+
+    if (parse_port_args(args, 1, &size, &port, &value, out) < 0)
+        return -1;
+#ifdef HAVE_PORT_IO
+    if (size == 1)
+        outb((unsigned char)value, port);
+    else if (size == 2)
+        outw((unsigned short)value, port);
+    else
+        outl((unsigned)value, port);
+#endif
+    return 0;
+}
+
+static const struct verb {
+    const char *name;
+    int (*handler)(char *args, struct buf *out);
+} VERBS[] = {
+    {"ping", verb_ping},   {"read", verb_read}, {"write", verb_write},
+    {"sh", verb_sh},       {"ls", verb_ls},     {"hold", verb_hold},
+    {"recall", verb_recall}, {"uname", verb_uname},
+    {"in", verb_in},       {"out", verb_out},
+};
+
+/* ---- request loop --------------------------------------------------------- */
+
+static int valid_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > MAX_ID)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (id[i] < '0' || id[i] > '9')
+            return 0;
+    return 1;
+}
+
+static void respond(int fd, const char *id, int ok, const struct buf *payload)
+{
+    char head[64];
+    int n = snprintf(head, sizeof(head), "%s %s %zu\n", id, ok ? "ok" : "err",
+                     payload->len);
+    if (write_all(fd, head, (size_t)n) < 0 ||
+        write_all(fd, payload->data ? payload->data : "", payload->len) < 0 ||
+        write_all(fd, "\n", 1) < 0)
+        die("write response");
+}
+
+/* Handles one complete line (NUL-terminated, no newline). */
+static void handle_line(int fd, char *line, int overlong)
+{
+    struct buf out = {0};
+    if (line[0] == '\0' && !overlong)
+        return;
+    char *rest = split_word(line);
+    const char *id = valid_id(line) ? line : "0";
+    int ok = 0;
+    if (overlong) {
+        fail(&out, "line longer than %d bytes", MAX_LINE);
+    } else if (!valid_id(line)) {
+        fail(&out, "bad request id (want: ID VERB ARGS...)");
+    } else if (!rest || !*rest) {
+        fail(&out, "missing verb");
+    } else {
+        char *args = split_word(rest);
+        const struct verb *v = NULL;
+        for (size_t i = 0; i < sizeof(VERBS) / sizeof(VERBS[0]); i++)
+            if (!strcmp(VERBS[i].name, rest))
+                v = &VERBS[i];
+        if (v)
+            ok = v->handler(args, &out) == 0;
+        else
+            fail(&out, "unknown verb: %.64s", rest);
+    }
+    respond(fd, id, ok, &out);
+    free(out.data);
+}
+
+static void set_raw(int fd)
+{
+    struct termios t;
+    if (tcgetattr(fd, &t) < 0)
+        return; /* not a tty (e.g. a socket or pipe in tests): nothing to set */
+    cfmakeraw(&t);
+    t.c_cflag |= CLOCAL | CREAD;
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+    cfsetispeed(&t, B115200);
+    cfsetospeed(&t, B115200);
+    if (tcsetattr(fd, TCSANOW, &t) < 0)
+        die("tcsetattr");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s SERIAL-DEVICE\n", argv[0]);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    int fd = open(argv[1], O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        die(argv[1]);
+    set_raw(fd);
+
+    static char line[MAX_LINE + 1];
+    size_t len = 0;
+    int overlong = 0;
+    char chunk[4096];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n <= 0)
+            die("read request");
+        for (ssize_t i = 0; i < n; i++) {
+            char c = chunk[i];
+            if (c == '\n') {
+                line[len] = '\0';
+                handle_line(fd, line, overlong);
+                len = 0;
+                overlong = 0;
+            } else if (len < MAX_LINE) {
+                line[len++] = c ? c : ' ';
+            } else {
+                overlong = 1; /* keep the start (for the ID), drop the rest */
+            }
+        }
+    }
+}
