@@ -140,7 +140,7 @@ def test_wait_stops_when_process_exits(tmp_path):
         return len(calls) < 3
 
     t0 = time.monotonic()
-    assert wait_for_console(log, "ready", 30, alive) is False
+    assert wait_for_console(log, "ready", 5, alive) is False
     assert time.monotonic() - t0 < 2
     assert len(calls) == 3
 

@@ -202,3 +202,59 @@ def test_only_one_battery(build_outputs, tmp_path):
         capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "only one tabvm-battery device is allowed" in proc.stderr
+
+
+def write_supply(root, name: str, **files: str) -> None:
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+    for key, value in files.items():
+        (d / key).write_text(f"{value}\n")
+
+
+def test_bridge_mirrors_host_power_supply(vm, tmp_path):
+    """A (fake) host /sys/class/power_supply, mirrored by the glue's battery bridge."""
+    from glue.battery_bridge import BatteryBridge
+    from glue.power import HostPowerSupply
+
+    q, agent = vm
+    root = tmp_path / "power_supply"
+    write_supply(root, "AC", type="Mains", online="0")
+    write_supply(root, "BAT1", type="Battery", present="1", status="Discharging",
+                 capacity="42", power_now="7300000", voltage_now="11100000")
+    bridge = BatteryBridge(q, HostPowerSupply(root))
+    bridge.update()
+    wait_for(agent, {f"{BAT}/capacity": "42", f"{BAT}/status": "Discharging",
+                     f"{BAT}/power_now": "7300000", f"{BAT}/voltage_now": "11100000",
+                     f"{ADP}/online": "0"})
+    write_supply(root, "AC", type="Mains", online="1")
+    write_supply(root, "BAT1", type="Battery", present="1", status="Charging",
+                 capacity="43")
+    bridge.update()
+    wait_for(agent, {f"{BAT}/capacity": "43", f"{BAT}/status": "Charging",
+                     f"{ADP}/online": "1"})
+
+
+def test_bridge_follows_simulated_curve(vm):
+    from glue.battery_bridge import BatteryBridge
+    from glue.power import SimulatedCurve
+
+    q, agent = vm
+    now = [0.0]
+    curve = SimulatedCurve(start=90, low=20, discharge_rate=1.0, charge_rate=2.0,
+                           clock=lambda: now[0])
+    bridge = BatteryBridge(q, curve)
+    for t, capacity, status, online in ((0, "90", "Discharging", "0"),
+                                        (30, "60", "Discharging", "0"),
+                                        (80, "40", "Charging", "1")):
+        now[0] = t
+        bridge.update()
+        wait_for(agent, {f"{BAT}/capacity": capacity, f"{BAT}/status": status,
+                         f"{ADP}/online": online})
+
+
+def test_runtime_dir_is_private(vm):
+    import stat
+    q, _ = vm
+    for path in (q.rundir, q.rundir.parent):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    assert q.qmp_socket.parent == q.rundir

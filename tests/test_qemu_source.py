@@ -281,6 +281,16 @@ def test_prepared_tree_patch_failure_leaves_nothing(cache, tarball, empty_series
     assert list(home.iterdir()) == []
 
 
+def test_prepared_tree_unpack_failure_leaves_nothing(cache, tmp_path, empty_series):
+    bad = tmp_path / "upstream" / "qemu-x.tar.xz"
+    bad.parent.mkdir()
+    bad.write_bytes(b"this is not an xz tarball\n")
+    r = upstream_recipe(bad, hashlib.sha256(bad.read_bytes()).hexdigest())
+    with pytest.raises(SourceError, match="qemu-x.tar.xz"):
+        prepared_tree(r)
+    assert list((cache / "qemu" / r.source_key()).iterdir()) == []
+
+
 def test_prepared_tree_fetch_failure_leaves_nothing(cache, tarball, empty_series):
     src, _ = tarball
     r = upstream_recipe(src, "0" * 64)
