@@ -42,8 +42,13 @@ class Device:
         return "tabvm_" + self.name
 
     @property
+    def c_type(self) -> str:
+        """CamelCase stem of the device's C type names: TabvmBattery."""
+        return "Tabvm" + "".join(p.capitalize() for p in self.name.split("_"))
+
+    @property
     def c_state(self) -> str:
-        return "Tabvm" + "".join(p.capitalize() for p in self.name.split("_")) + "State"
+        return self.c_type + "State"
 
     @property
     def c_macro(self) -> str:
@@ -65,6 +70,19 @@ class Device:
     @property
     def c_description(self) -> str:
         return c_string(self.description)
+
+    @property
+    def c_description_wrapped(self) -> str:
+        """The description as C string literal(s), split to fit 80 columns."""
+        words, lines, line = self.description.split(" "), [], ""
+        for word in words:
+            if line and len(line) + len(word) + 1 > 60:
+                lines.append(line + " ")
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+        return "\n        ".join(c_string(part) for part in lines)
 
     @property
     def trace_group(self) -> str:

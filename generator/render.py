@@ -27,8 +27,13 @@ class Output:
     spec_paths: tuple[str, ...]
 
 
+def align(text: str) -> str:
+    """Spaces as wide as ``text``: aligns a continuation line under an open parenthesis."""
+    return " " * len(text)
+
+
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -36,6 +41,8 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.filters["align"] = align
+    return env
 
 
 class Renderer:

@@ -23,7 +23,7 @@ ACPI_NAME = r"[A-Z_][A-Z0-9_]{3}"
 
 KINDS_COMMON: dict[str, Any] = {
     "kind": {"type": "string", "required": True},
-    "name": {"type": "string", "required": True, "regex": C_NAME, "maxlength": 24},
+    "name": {"type": "string", "required": True, "regex": C_NAME, "maxlength": 20},
     "description": {"type": "string", "required": True, "regex": SAFE_STRING,
                     "maxlength": 120},
 }

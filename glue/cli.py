@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
 from pathlib import Path
+
+from tabvm.guest import GuestBuildError
 
 from .accel import select_accel, wait_for_console
 from .agent_client import AgentClient, AgentError
@@ -39,6 +42,10 @@ def _source(args: argparse.Namespace) -> PowerSource:
     host = HostPowerSupply(args.power_supply_root)
     if args.battery == "host" or (args.battery == "auto" and host.has_battery()):
         return host
+    if getattr(args, "fast_curve", False):
+        # a whole discharge -> plug in -> charge cycle within the demo's 30 s
+        return SimulatedCurve(start=80, low=65, high=80, discharge_rate=1.0,
+                              charge_rate=1.0)
     return SimulatedCurve()
 
 
@@ -48,11 +55,17 @@ def _log(event: str, **fields: object) -> None:
 
 
 def _probe_kvm(config_for: callable) -> bool:
+    """Boot the test guest under KVM: the kernel's banner must show within 10 s
+    (it takes well under one with working KVM) and the guest must get ready."""
     rundir = new_runtime_dir("kvm-probe")
-    vm = Qemu(config_for("kvm"), rundir)
+    config = dataclasses.replace(config_for("kvm"),
+                                 append=config_for("kvm").append.replace(" quiet", ""))
+    vm = Qemu(config, rundir)
+    _log("accel", probe="booting the test guest under KVM once for this host boot")
     try:
         vm.start()
-        ok = wait_for_console(vm.console_log, READY_MARKER, 30, vm.alive)
+        ok = (wait_for_console(vm.console_log, "Linux version", 10, vm.alive)
+              and wait_for_console(vm.console_log, READY_MARKER, 60, vm.alive))
     except QemuError:
         ok = False
     finally:
@@ -89,10 +102,10 @@ def _guest_power(agent: AgentClient) -> str:
 def run(args: argparse.Namespace, show_guest: bool = False) -> int:
     try:
         config = _config(args)
-    except (ProfileError, RuntimeError) as exc:
+        rundir = new_runtime_dir()
+    except (ProfileError, RuntimeError, OSError, GuestBuildError) as exc:
         print(f"tabvm: error: {exc}", file=sys.stderr)
         return 1
-    rundir = new_runtime_dir()
     _log("start", accel=config.accel, rundir=rundir)
     t0 = time.monotonic()
     try:
@@ -128,6 +141,7 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
 def demo(args: argparse.Namespace) -> int:
     if args.duration is None:
         args.duration = 30.0
+    args.fast_curve = True
     if args.battery == "auto" and not HostPowerSupply(args.power_supply_root).has_battery():
         _log("demo", battery="this host has no battery: showing a simulated discharge curve")
     return run(args, show_guest=True)

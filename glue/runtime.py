@@ -20,14 +20,16 @@ def runtime_base() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and its tabvm parent) as 0700; refuse one others can enter."""
-    for p in (path.parent, path):
-        p.mkdir(mode=0o700, exist_ok=True)
-        st = p.lstat()
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise RuntimeDirError(f"{p} is not a directory owned by uid {os.getuid()}")
-        if st.st_mode & 0o077:
-            os.chmod(p, 0o700)
+    """Create ``path`` as 0700 (its parent must exist); refuse one we do not own."""
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeDirError(f"cannot create {path}: {exc}") from None
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise RuntimeDirError(f"{path} is not a directory owned by uid {os.getuid()}")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
     return path
 
 

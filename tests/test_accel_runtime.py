@@ -192,8 +192,7 @@ def test_loose_existing_base_is_tightened(xdg):
 def test_base_that_is_a_regular_file_is_refused(xdg):
     base = xdg / "tabvm"
     base.write_text("not a dir\n")
-    # mkdir(exist_ok=True) refuses an existing non-directory itself: FileExistsError
-    with pytest.raises(FileExistsError):
+    with pytest.raises(RuntimeDirError, match="cannot create"):
         new_runtime_dir()
     assert base.read_text() == "not a dir\n"
 
@@ -208,9 +207,10 @@ def test_base_that_is_a_symlink_is_refused(xdg, tmp_path):
     assert mode(elsewhere) == 0o755
 
 
-def test_private_dir_creates_missing_parent(tmp_path):
-    d = private_dir(tmp_path / "base" / "run")
-    assert mode(tmp_path / "base") == 0o700 and mode(d) == 0o700
+def test_private_dir_needs_its_parent(tmp_path):
+    with pytest.raises(RuntimeDirError, match="cannot create"):
+        private_dir(tmp_path / "missing" / "run")
+    assert not (tmp_path / "missing").exists()
 
 
 @pytest.fixture
@@ -228,9 +228,6 @@ def test_fallback_base_is_in_temp_dir(shared_tmp):
     assert runtime_base() == shared_tmp / f"tabvm-{os.getuid()}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "glue/runtime.py private_dir() also chmods path.parent; for the fallback base "
-    "<tmp>/tabvm-<uid> that parent is the shared /tmp, which gets chmod 0700"))
 def test_fallback_leaves_shared_temp_dir_alone(shared_tmp):
     d = new_runtime_dir()
     assert d.parent == shared_tmp / f"tabvm-{os.getuid()}"
@@ -239,10 +236,6 @@ def test_fallback_leaves_shared_temp_dir_alone(shared_tmp):
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to give the temp dir another owner")
-@pytest.mark.xfail(strict=True, reason=(
-    "glue/runtime.py private_dir() requires path.parent to be owned by us; for the "
-    "fallback base <tmp>/tabvm-<uid> that is root's /tmp, so non-root users get "
-    "RuntimeDirError"))
 def test_fallback_works_when_temp_dir_belongs_to_someone_else(shared_tmp):
     os.chown(shared_tmp, 4242, -1)          # like /tmp (root) seen by an ordinary user
     d = new_runtime_dir()

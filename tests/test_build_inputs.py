@@ -113,9 +113,6 @@ def test_qemu_recipe_files_cover_patches_hooks_and_build_modules(lists):
     assert sorted(required - listed) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "meson.build qemu_recipe_files omits tabvm/paths.py and tabvm/progress.py, which the "
-    "qemu step imports (via qemu_source.py/recipe.py/debian.py and buildsteps.py)"))
 def test_qemu_recipe_files_cover_whole_import_closure(lists):
     assert sorted(qemu_step_modules() - set(lists["qemu_recipe_files"])) == []
 

@@ -43,7 +43,7 @@ def test_generation_is_deterministic():
 
 def test_banner_names_spec_and_command():
     for o in generate(spec_files()):
-        head = "\n".join(o.text.splitlines()[:8])
+        head = "\n".join(o.text.splitlines()[:12])
         assert "SPDX-License-Identifier: GPL-2.0-or-later" in head, o.path
         assert "Generated from devspecs/battery.yaml" in head, o.path
         assert "Regenerate with: tabvm gen" in head, o.path

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * tabvm-battery SSDT: Tablet battery and AC adapter following the host power supply
+ * tabvm-battery SSDT: Tablet battery and AC adapter following the host power
+ * supply
  *
- * Generated from devspecs/battery.yaml by the tabvm generator -- do not edit.
- * Regenerate with: tabvm gen
+ * Generated from devspecs/battery.yaml
+ * by the tabvm generator -- do not edit. Regenerate with: tabvm gen
  */
 
 /*

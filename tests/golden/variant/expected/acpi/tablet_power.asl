@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * tabvm-tablet-power SSDT: Second variant - mAh battery on GPE 7 with an SMBus controller under an EC
+ * tabvm-tablet-power SSDT: Second variant - mAh battery on GPE 7 with an
+ * SMBus controller under an EC
  *
- * Generated from tests/golden/variant/specs/power.yaml by the tabvm generator -- do not edit.
- * Regenerate with: tabvm gen
+ * Generated from tests/golden/variant/specs/power.yaml
+ * by the tabvm generator -- do not edit. Regenerate with: tabvm gen
  */
 
 /*

@@ -1,20 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * tabvm-battery: Tablet battery and AC adapter following the host power supply
+ * tabvm-battery: Tablet battery and AC adapter following the host power
+ * supply
  *
- * Generated from devspecs/battery.yaml by the tabvm generator -- do not edit.
- * Regenerate with: tabvm gen
+ * Generated from devspecs/battery.yaml
+ * by the tabvm generator -- do not edit. Regenerate with: tabvm gen
  */
 
 /*
- * The guest sees a block of 9 little-endian DWORD registers at I/O port
- * 0x530; the SSDT rendered from the same spec (battery.asl) reads them from
- * _STA, _BIX, _BIF, _BST and _PSR. The host changes the values with qom-set; every
- * change sets a bit in the EVENTS register and raises GPE0 bit 0, whose
- * _E00 method notifies the battery (BAT0) and the AC adapter (ADP0).
+ * The guest sees 9 little-endian DWORD registers at I/O port 0x530.
+ * The SSDT rendered from the same spec (battery.asl) reads them from
+ * _STA, _BIX, _BIF, _BST and _PSR. The host changes the values with
+ * qom-set; every change sets a bit in the EVENTS register and raises
+ * GPE0 bit 0, whose _E00 method notifies the battery (BAT0)
+ * and the AC adapter (ADP0).
  *
- * Battery values are physical state, not guest state: a guest reset clears only
- * the pending events.
+ * Battery values are physical state, not guest state: a guest reset
+ * clears only the pending events.
  */
 
 #include "qemu/osdep.h"
@@ -35,21 +37,33 @@ OBJECT_DECLARE_SIMPLE_TYPE(TabvmBatteryState, TABVM_BATTERY)
 #define TABVM_BATTERY_IO_BASE 0x530
 #define TABVM_BATTERY_IO_SIZE 36
 #define TABVM_BATTERY_GPE_BIT 0
+#define TABVM_BATTERY_GPE_STATUS \
+    ((AcpiEventStatusBits)(1u << TABVM_BATTERY_GPE_BIT))
 #define TABVM_BATTERY_MAGIC 0x54414254
 
 enum {
-    TABVM_BATTERY_REG_STATUS = 0x00, /* bits 0-2: _BST state, bit 8: battery present, bit 9: AC online */
-    TABVM_BATTERY_REG_REMAINING = 0x04, /* remaining capacity */
-    TABVM_BATTERY_REG_FULL = 0x08, /* last full charge capacity */
-    TABVM_BATTERY_REG_DESIGN = 0x0c, /* design capacity */
-    TABVM_BATTERY_REG_RATE = 0x10, /* present rate */
-    TABVM_BATTERY_REG_VOLTAGE = 0x14, /* present voltage */
-    TABVM_BATTERY_REG_CYCLES = 0x18, /* cycle count */
-    TABVM_BATTERY_REG_EVENTS = 0x1c, /* pending events, cleared by reading: bit 0 _BST, bit 1 _BIX, bit 2 AC */
-    TABVM_BATTERY_REG_MAGIC = 0x20, /* identifies the block: 'TBAT' */
+    /* bits 0-2: _BST state, bit 8: battery present, bit 9: AC online */
+    TABVM_BATTERY_REG_STATUS = 0x00,
+    /* remaining capacity */
+    TABVM_BATTERY_REG_REMAINING = 0x04,
+    /* last full charge capacity */
+    TABVM_BATTERY_REG_FULL = 0x08,
+    /* design capacity */
+    TABVM_BATTERY_REG_DESIGN = 0x0c,
+    /* present rate */
+    TABVM_BATTERY_REG_RATE = 0x10,
+    /* present voltage */
+    TABVM_BATTERY_REG_VOLTAGE = 0x14,
+    /* cycle count */
+    TABVM_BATTERY_REG_CYCLES = 0x18,
+    /* pending events, cleared by reading: bit 0 _BST, bit 1 _BIX, bit 2 AC */
+    TABVM_BATTERY_REG_EVENTS = 0x1c,
+    /* identifies the block: 'TBAT' */
+    TABVM_BATTERY_REG_MAGIC = 0x20,
 };
 
-QEMU_BUILD_BUG_ON(TABVM_BATTERY_REG_MAGIC + 4 != TABVM_BATTERY_IO_SIZE);
+QEMU_BUILD_BUG_ON(TABVM_BATTERY_REG_MAGIC + 4 !=
+                  TABVM_BATTERY_IO_SIZE);
 QEMU_BUILD_BUG_ON(TABVM_BATTERY_GPE_BIT > 7);
 
 /* STATUS register */
@@ -72,7 +86,7 @@ typedef enum {
     TABVM_BATTERY_STATE_DISCHARGING = 1,
     TABVM_BATTERY_STATE_CHARGING = 2,
     TABVM_BATTERY_STATE__MAX,
-} TabvmBatteryStateKind;
+} TabvmBatteryKind;
 
 static const QEnumLookup tabvm_battery_state_lookup = {
     .array = (const char *const[]) {
@@ -84,7 +98,7 @@ static const QEnumLookup tabvm_battery_state_lookup = {
 };
 
 /* What the host sets; validated as a whole before it is committed. */
-typedef struct TabvmBatteryStateValues {
+typedef struct TabvmBatteryValues {
     bool present;
     bool ac_online;
     bool critical;
@@ -95,7 +109,7 @@ typedef struct TabvmBatteryStateValues {
     uint32_t rate;
     uint32_t voltage;
     uint32_t cycles;
-} TabvmBatteryStateValues;
+} TabvmBatteryValues;
 
 struct TabvmBatteryState {
     ISADevice parent_obj;
@@ -103,15 +117,16 @@ struct TabvmBatteryState {
     MemoryRegion io;
     Object *acpi;       /* the machine's ACPI device (GPE block) */
 
-    TabvmBatteryStateValues v;
-    uint32_t events;    /* pending EVENTS bits, cleared when the guest reads them */
+    TabvmBatteryValues v;
+    uint32_t events;    /* pending EVENTS bits, cleared by a guest read */
 };
 
-static bool tabvm_battery_values_valid(const TabvmBatteryStateValues *v, Error **errp)
+static bool tabvm_battery_values_valid(const TabvmBatteryValues *v,
+                                       Error **errp)
 {
     if (v->state >= TABVM_BATTERY_STATE__MAX) {
-        error_setg(errp, "state %" PRIu32 " is not idle, discharging or charging",
-                   v->state);
+        error_setg(errp, "state %" PRIu32
+                   " is not idle, discharging or charging", v->state);
         return false;
     }
     if (v->full == 0) {
@@ -151,14 +166,16 @@ static uint32_t tabvm_battery_status(const TabvmBatteryState *s)
     return val;
 }
 
-static uint64_t tabvm_battery_read(void *opaque, hwaddr addr, unsigned size)
+static uint64_t tabvm_battery_read(void *opaque, hwaddr addr,
+                                   unsigned size)
 {
     TabvmBatteryState *s = opaque;
     uint32_t val;
 
     if (size != 4 || (addr & 3)) {
-        qemu_log_mask(LOG_GUEST_ERROR, "%s: %u-byte read at offset 0x%" HWADDR_PRIx
-                      " ignored (registers are read as aligned DWORDs)\n",
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "%s: %u-byte read at offset 0x%" HWADDR_PRIx
+                      " ignored (registers are aligned DWORDs)\n",
                       __func__, size, addr);
         return 0;
     }
@@ -192,7 +209,8 @@ static uint64_t tabvm_battery_read(void *opaque, hwaddr addr, unsigned size)
         val = TABVM_BATTERY_MAGIC;
         break;
     default:
-        qemu_log_mask(LOG_GUEST_ERROR, "%s: read at unknown offset 0x%" HWADDR_PRIx
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "%s: read at unknown offset 0x%" HWADDR_PRIx
                       " ignored\n", __func__, addr);
         return 0;
     }
@@ -203,7 +221,8 @@ static uint64_t tabvm_battery_read(void *opaque, hwaddr addr, unsigned size)
 static void tabvm_battery_write(void *opaque, hwaddr addr, uint64_t val,
                                 unsigned size)
 {
-    qemu_log_mask(LOG_GUEST_ERROR, "%s: %u-byte write of 0x%" PRIx64 " at offset 0x%"
+    qemu_log_mask(LOG_GUEST_ERROR,
+                  "%s: %u-byte write of 0x%" PRIx64 " at offset 0x%"
                   HWADDR_PRIx " ignored (registers are read-only)\n",
                   __func__, size, val, addr);
 }
@@ -223,7 +242,8 @@ static const MemoryRegionOps tabvm_battery_ops = {
 };
 
 /* Make @v current and tell the guest about @events. */
-static void tabvm_battery_commit(TabvmBatteryState *s, const TabvmBatteryStateValues *v,
+static void tabvm_battery_commit(TabvmBatteryState *s,
+                                 const TabvmBatteryValues *v,
                                  uint32_t events)
 {
     s->v = *v;
@@ -233,47 +253,48 @@ static void tabvm_battery_commit(TabvmBatteryState *s, const TabvmBatteryStateVa
     s->events |= events;
     trace_tabvm_battery_event(events, s->events);
     if (DEVICE(s)->realized) {
-        acpi_send_event(DEVICE(s->acpi),
-                        (AcpiEventStatusBits)(1u << TABVM_BATTERY_GPE_BIT));
+        acpi_send_event(DEVICE(s->acpi), TABVM_BATTERY_GPE_STATUS);
     }
 }
 
 /* A bool or uint32 member of the values, with the events a change raises. */
-typedef struct TabvmBatteryStateField {
+typedef struct TabvmBatteryField {
     const char *name;
     const char *type;
     size_t offset;
     uint32_t events;
     const char *description;
-} TabvmBatteryStateField;
+} TabvmBatteryField;
 
-static const TabvmBatteryStateField tabvm_battery_fields[] = {
-    { "present", "bool", offsetof(TabvmBatteryStateValues, present),
-      TABVM_BATTERY_EVENT_BST | TABVM_BATTERY_EVENT_BIX, "battery inserted" },
-    { "ac-online", "bool", offsetof(TabvmBatteryStateValues, ac_online),
+static const TabvmBatteryField tabvm_battery_fields[] = {
+    { "present", "bool", offsetof(TabvmBatteryValues, present),
+      TABVM_BATTERY_EVENT_BST | TABVM_BATTERY_EVENT_BIX,
+      "battery inserted" },
+    { "ac-online", "bool", offsetof(TabvmBatteryValues, ac_online),
       TABVM_BATTERY_EVENT_AC, "AC adapter plugged in" },
-    { "critical", "bool", offsetof(TabvmBatteryStateValues, critical),
+    { "critical", "bool", offsetof(TabvmBatteryValues, critical),
       TABVM_BATTERY_EVENT_BST, "battery in a critical energy state" },
-    { "remaining", "uint32", offsetof(TabvmBatteryStateValues, remaining),
+    { "remaining", "uint32", offsetof(TabvmBatteryValues, remaining),
       TABVM_BATTERY_EVENT_BST, "remaining capacity (mWh)" },
-    { "full", "uint32", offsetof(TabvmBatteryStateValues, full),
+    { "full", "uint32", offsetof(TabvmBatteryValues, full),
       TABVM_BATTERY_EVENT_BIX | TABVM_BATTERY_EVENT_BST,
       "last full charge capacity (mWh)" },
-    { "design-capacity", "uint32", offsetof(TabvmBatteryStateValues, design),
+    { "design-capacity", "uint32", offsetof(TabvmBatteryValues, design),
       TABVM_BATTERY_EVENT_BIX, "design capacity (mWh)" },
-    { "rate", "uint32", offsetof(TabvmBatteryStateValues, rate),
+    { "rate", "uint32", offsetof(TabvmBatteryValues, rate),
       TABVM_BATTERY_EVENT_BST, "present (dis)charge rate" },
-    { "voltage", "uint32", offsetof(TabvmBatteryStateValues, voltage),
+    { "voltage", "uint32", offsetof(TabvmBatteryValues, voltage),
       TABVM_BATTERY_EVENT_BST, "present voltage (mV)" },
-    { "cycle-count", "uint32", offsetof(TabvmBatteryStateValues, cycles),
+    { "cycle-count", "uint32", offsetof(TabvmBatteryValues, cycles),
       TABVM_BATTERY_EVENT_BIX, "charge cycles" },
 };
 
-static void tabvm_battery_get_field(Object *obj, Visitor *v, const char *name,
-                                    void *opaque, Error **errp)
+static void tabvm_battery_get_field(Object *obj, Visitor *v,
+                                    const char *name, void *opaque,
+                                    Error **errp)
 {
     TabvmBatteryState *s = TABVM_BATTERY(obj);
-    const TabvmBatteryStateField *f = opaque;
+    const TabvmBatteryField *f = opaque;
     void *ptr = (char *)&s->v + f->offset;
 
     if (!strcmp(f->type, "bool")) {
@@ -283,12 +304,13 @@ static void tabvm_battery_get_field(Object *obj, Visitor *v, const char *name,
     }
 }
 
-static void tabvm_battery_set_field(Object *obj, Visitor *v, const char *name,
-                                    void *opaque, Error **errp)
+static void tabvm_battery_set_field(Object *obj, Visitor *v,
+                                    const char *name, void *opaque,
+                                    Error **errp)
 {
     TabvmBatteryState *s = TABVM_BATTERY(obj);
-    const TabvmBatteryStateField *f = opaque;
-    TabvmBatteryStateValues next = s->v;
+    const TabvmBatteryField *f = opaque;
+    TabvmBatteryValues next = s->v;
     void *ptr = (char *)&next + f->offset;
     bool changed;
 
@@ -325,31 +347,38 @@ static int tabvm_battery_get_state(Object *obj, Error **errp)
 static void tabvm_battery_set_state(Object *obj, int value, Error **errp)
 {
     TabvmBatteryState *s = TABVM_BATTERY(obj);
-    TabvmBatteryStateValues next = s->v;
+    TabvmBatteryValues next = s->v;
+    uint32_t events;
 
     next.state = value;
     if (!tabvm_battery_values_valid(&next, errp)) {
         return;
     }
+    events = next.state != s->v.state ?
+             TABVM_BATTERY_EVENT_BST : 0;
     trace_tabvm_battery_set("state", value);
-    tabvm_battery_commit(s, &next, next.state != s->v.state ? TABVM_BATTERY_EVENT_BST : 0);
+    tabvm_battery_commit(s, &next, events);
 }
 
 /* capacity: remaining as a percentage of full, rounded to nearest */
-static void tabvm_battery_get_capacity(Object *obj, Visitor *v, const char *name,
-                                       void *opaque, Error **errp)
+static void tabvm_battery_get_capacity(Object *obj, Visitor *v,
+                                       const char *name, void *opaque,
+                                       Error **errp)
 {
     TabvmBatteryState *s = TABVM_BATTERY(obj);
-    uint8_t percent = ((uint64_t)s->v.remaining * 100 + s->v.full / 2) / s->v.full;
+    uint64_t scaled = (uint64_t)s->v.remaining * 100 + s->v.full / 2;
+    uint8_t percent = scaled / s->v.full;
 
     visit_type_uint8(v, name, &percent, errp);
 }
 
-static void tabvm_battery_set_capacity(Object *obj, Visitor *v, const char *name,
-                                       void *opaque, Error **errp)
+static void tabvm_battery_set_capacity(Object *obj, Visitor *v,
+                                       const char *name, void *opaque,
+                                       Error **errp)
 {
     TabvmBatteryState *s = TABVM_BATTERY(obj);
-    TabvmBatteryStateValues next = s->v;
+    TabvmBatteryValues next = s->v;
+    uint32_t events;
     uint8_t percent;
 
     if (!visit_type_uint8(v, name, &percent, errp)) {
@@ -364,8 +393,9 @@ static void tabvm_battery_set_capacity(Object *obj, Visitor *v, const char *name
         return;
     }
     trace_tabvm_battery_set(name, percent);
-    tabvm_battery_commit(s, &next,
-                         next.remaining != s->v.remaining ? TABVM_BATTERY_EVENT_BST : 0);
+    events = next.remaining != s->v.remaining ?
+             TABVM_BATTERY_EVENT_BST : 0;
+    tabvm_battery_commit(s, &next, events);
 }
 
 static void tabvm_battery_realize(DeviceState *dev, Error **errp)
@@ -375,7 +405,8 @@ static void tabvm_battery_realize(DeviceState *dev, Error **errp)
 
     object_resolve_path_type("", TYPE_TABVM_BATTERY, &ambiguous);
     if (ambiguous) {
-        error_setg(errp, "only one %s device is allowed", TYPE_TABVM_BATTERY);
+        error_setg(errp, "only one %s device is allowed",
+                   TYPE_TABVM_BATTERY);
         return;
     }
     s->acpi = object_resolve_path_type("", TYPE_ACPI_DEVICE_IF, NULL);
@@ -394,7 +425,7 @@ static void tabvm_battery_init(Object *obj)
     TabvmBatteryState *s = TABVM_BATTERY(obj);
 
     /* Initial values from devspecs/battery.yaml */
-    s->v = (TabvmBatteryStateValues) {
+    s->v = (TabvmBatteryValues) {
         .present = true,
         .ac_online = false,
         .critical = false,
@@ -448,7 +479,8 @@ static void tabvm_battery_class_init(ObjectClass *klass, void *data)
     ObjectProperty *op;
     size_t i;
 
-    dc->desc = "Tablet battery and AC adapter following the host power supply";
+    dc->desc = "Tablet battery and AC adapter following the host power "
+        "supply";
     dc->realize = tabvm_battery_realize;
     dc->vmsd = &vmstate_tabvm_battery;
     dc->hotpluggable = false;
@@ -456,7 +488,7 @@ static void tabvm_battery_class_init(ObjectClass *klass, void *data)
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
 
     for (i = 0; i < ARRAY_SIZE(tabvm_battery_fields); i++) {
-        const TabvmBatteryStateField *f = &tabvm_battery_fields[i];
+        const TabvmBatteryField *f = &tabvm_battery_fields[i];
 
         op = object_class_property_add(klass, f->name, f->type,
                                        tabvm_battery_get_field,
@@ -464,14 +496,15 @@ static void tabvm_battery_class_init(ObjectClass *klass, void *data)
                                        NULL, (void *)f);
         object_class_property_set_description(klass, op->name, f->description);
     }
-    object_class_property_add_enum(klass, "state", "TabvmBatteryStateKind",
+    object_class_property_add_enum(klass, "state", "TabvmBatteryKind",
                                    &tabvm_battery_state_lookup,
-                                   tabvm_battery_get_state, tabvm_battery_set_state);
+                                   tabvm_battery_get_state,
+                                   tabvm_battery_set_state);
     object_class_property_set_description(klass, "state",
                                           "idle, discharging or charging");
     object_class_property_add(klass, "capacity", "uint8",
-                              tabvm_battery_get_capacity, tabvm_battery_set_capacity,
-                              NULL, NULL);
+                              tabvm_battery_get_capacity,
+                              tabvm_battery_set_capacity, NULL, NULL);
     object_class_property_set_description(klass, "capacity",
                                           "remaining capacity in percent of full");
 }

@@ -2,8 +2,8 @@
 /*
  * Trace events of tabvm-battery
  *
- * Generated from devspecs/battery.yaml by the tabvm generator -- do not edit.
- * Regenerate with: tabvm gen
+ * Generated from devspecs/battery.yaml
+ * by the tabvm generator -- do not edit. Regenerate with: tabvm gen
  */
 
 #include "trace/trace-hw_tabvm_battery.h"

@@ -1,20 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * tabvm-tablet-power: Second variant - mAh battery on GPE 7 with an SMBus controller under an EC
+ * tabvm-tablet-power: Second variant - mAh battery on GPE 7 with an SMBus
+ * controller under an EC
  *
- * Generated from tests/golden/variant/specs/power.yaml by the tabvm generator -- do not edit.
- * Regenerate with: tabvm gen
+ * Generated from tests/golden/variant/specs/power.yaml
+ * by the tabvm generator -- do not edit. Regenerate with: tabvm gen
  */
 
 /*
- * The guest sees a block of 9 little-endian DWORD registers at I/O port
- * 0xa40; the SSDT rendered from the same spec (tablet_power.asl) reads them from
- * _STA, _BIX, _BIF, _BST and _PSR. The host changes the values with qom-set; every
- * change sets a bit in the EVENTS register and raises GPE0 bit 7, whose
- * _E07 method notifies the battery (BATT) and the AC adapter (AC__).
+ * The guest sees 9 little-endian DWORD registers at I/O port 0xa40.
+ * The SSDT rendered from the same spec (tablet_power.asl) reads them from
+ * _STA, _BIX, _BIF, _BST and _PSR. The host changes the values with
+ * qom-set; every change sets a bit in the EVENTS register and raises
+ * GPE0 bit 7, whose _E07 method notifies the battery (BATT)
+ * and the AC adapter (AC__).
  *
- * Battery values are physical state, not guest state: a guest reset clears only
- * the pending events.
+ * Battery values are physical state, not guest state: a guest reset
+ * clears only the pending events.
  */
 
 #include "qemu/osdep.h"
@@ -35,21 +37,33 @@ OBJECT_DECLARE_SIMPLE_TYPE(TabvmTabletPowerState, TABVM_TABLET_POWER)
 #define TABVM_TABLET_POWER_IO_BASE 0xa40
 #define TABVM_TABLET_POWER_IO_SIZE 36
 #define TABVM_TABLET_POWER_GPE_BIT 7
+#define TABVM_TABLET_POWER_GPE_STATUS \
+    ((AcpiEventStatusBits)(1u << TABVM_TABLET_POWER_GPE_BIT))
 #define TABVM_TABLET_POWER_MAGIC 0x54414254
 
 enum {
-    TABVM_TABLET_POWER_REG_STATUS = 0x00, /* bits 0-2: _BST state, bit 8: battery present, bit 9: AC online */
-    TABVM_TABLET_POWER_REG_REMAINING = 0x04, /* remaining capacity */
-    TABVM_TABLET_POWER_REG_FULL = 0x08, /* last full charge capacity */
-    TABVM_TABLET_POWER_REG_DESIGN = 0x0c, /* design capacity */
-    TABVM_TABLET_POWER_REG_RATE = 0x10, /* present rate */
-    TABVM_TABLET_POWER_REG_VOLTAGE = 0x14, /* present voltage */
-    TABVM_TABLET_POWER_REG_CYCLES = 0x18, /* cycle count */
-    TABVM_TABLET_POWER_REG_EVENTS = 0x1c, /* pending events, cleared by reading: bit 0 _BST, bit 1 _BIX, bit 2 AC */
-    TABVM_TABLET_POWER_REG_MAGIC = 0x20, /* identifies the block: 'TBAT' */
+    /* bits 0-2: _BST state, bit 8: battery present, bit 9: AC online */
+    TABVM_TABLET_POWER_REG_STATUS = 0x00,
+    /* remaining capacity */
+    TABVM_TABLET_POWER_REG_REMAINING = 0x04,
+    /* last full charge capacity */
+    TABVM_TABLET_POWER_REG_FULL = 0x08,
+    /* design capacity */
+    TABVM_TABLET_POWER_REG_DESIGN = 0x0c,
+    /* present rate */
+    TABVM_TABLET_POWER_REG_RATE = 0x10,
+    /* present voltage */
+    TABVM_TABLET_POWER_REG_VOLTAGE = 0x14,
+    /* cycle count */
+    TABVM_TABLET_POWER_REG_CYCLES = 0x18,
+    /* pending events, cleared by reading: bit 0 _BST, bit 1 _BIX, bit 2 AC */
+    TABVM_TABLET_POWER_REG_EVENTS = 0x1c,
+    /* identifies the block: 'TBAT' */
+    TABVM_TABLET_POWER_REG_MAGIC = 0x20,
 };
 
-QEMU_BUILD_BUG_ON(TABVM_TABLET_POWER_REG_MAGIC + 4 != TABVM_TABLET_POWER_IO_SIZE);
+QEMU_BUILD_BUG_ON(TABVM_TABLET_POWER_REG_MAGIC + 4 !=
+                  TABVM_TABLET_POWER_IO_SIZE);
 QEMU_BUILD_BUG_ON(TABVM_TABLET_POWER_GPE_BIT > 7);
 
 /* STATUS register */
@@ -72,7 +86,7 @@ typedef enum {
     TABVM_TABLET_POWER_STATE_DISCHARGING = 1,
     TABVM_TABLET_POWER_STATE_CHARGING = 2,
     TABVM_TABLET_POWER_STATE__MAX,
-} TabvmTabletPowerStateKind;
+} TabvmTabletPowerKind;
 
 static const QEnumLookup tabvm_tablet_power_state_lookup = {
     .array = (const char *const[]) {
@@ -84,7 +98,7 @@ static const QEnumLookup tabvm_tablet_power_state_lookup = {
 };
 
 /* What the host sets; validated as a whole before it is committed. */
-typedef struct TabvmTabletPowerStateValues {
+typedef struct TabvmTabletPowerValues {
     bool present;
     bool ac_online;
     bool critical;
@@ -95,7 +109,7 @@ typedef struct TabvmTabletPowerStateValues {
     uint32_t rate;
     uint32_t voltage;
     uint32_t cycles;
-} TabvmTabletPowerStateValues;
+} TabvmTabletPowerValues;
 
 struct TabvmTabletPowerState {
     ISADevice parent_obj;
@@ -103,15 +117,16 @@ struct TabvmTabletPowerState {
     MemoryRegion io;
     Object *acpi;       /* the machine's ACPI device (GPE block) */
 
-    TabvmTabletPowerStateValues v;
-    uint32_t events;    /* pending EVENTS bits, cleared when the guest reads them */
+    TabvmTabletPowerValues v;
+    uint32_t events;    /* pending EVENTS bits, cleared by a guest read */
 };
 
-static bool tabvm_tablet_power_values_valid(const TabvmTabletPowerStateValues *v, Error **errp)
+static bool tabvm_tablet_power_values_valid(const TabvmTabletPowerValues *v,
+                                            Error **errp)
 {
     if (v->state >= TABVM_TABLET_POWER_STATE__MAX) {
-        error_setg(errp, "state %" PRIu32 " is not idle, discharging or charging",
-                   v->state);
+        error_setg(errp, "state %" PRIu32
+                   " is not idle, discharging or charging", v->state);
         return false;
     }
     if (v->full == 0) {
@@ -151,14 +166,16 @@ static uint32_t tabvm_tablet_power_status(const TabvmTabletPowerState *s)
     return val;
 }
 
-static uint64_t tabvm_tablet_power_read(void *opaque, hwaddr addr, unsigned size)
+static uint64_t tabvm_tablet_power_read(void *opaque, hwaddr addr,
+                                        unsigned size)
 {
     TabvmTabletPowerState *s = opaque;
     uint32_t val;
 
     if (size != 4 || (addr & 3)) {
-        qemu_log_mask(LOG_GUEST_ERROR, "%s: %u-byte read at offset 0x%" HWADDR_PRIx
-                      " ignored (registers are read as aligned DWORDs)\n",
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "%s: %u-byte read at offset 0x%" HWADDR_PRIx
+                      " ignored (registers are aligned DWORDs)\n",
                       __func__, size, addr);
         return 0;
     }
@@ -192,7 +209,8 @@ static uint64_t tabvm_tablet_power_read(void *opaque, hwaddr addr, unsigned size
         val = TABVM_TABLET_POWER_MAGIC;
         break;
     default:
-        qemu_log_mask(LOG_GUEST_ERROR, "%s: read at unknown offset 0x%" HWADDR_PRIx
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "%s: read at unknown offset 0x%" HWADDR_PRIx
                       " ignored\n", __func__, addr);
         return 0;
     }
@@ -203,7 +221,8 @@ static uint64_t tabvm_tablet_power_read(void *opaque, hwaddr addr, unsigned size
 static void tabvm_tablet_power_write(void *opaque, hwaddr addr, uint64_t val,
                                      unsigned size)
 {
-    qemu_log_mask(LOG_GUEST_ERROR, "%s: %u-byte write of 0x%" PRIx64 " at offset 0x%"
+    qemu_log_mask(LOG_GUEST_ERROR,
+                  "%s: %u-byte write of 0x%" PRIx64 " at offset 0x%"
                   HWADDR_PRIx " ignored (registers are read-only)\n",
                   __func__, size, val, addr);
 }
@@ -223,7 +242,8 @@ static const MemoryRegionOps tabvm_tablet_power_ops = {
 };
 
 /* Make @v current and tell the guest about @events. */
-static void tabvm_tablet_power_commit(TabvmTabletPowerState *s, const TabvmTabletPowerStateValues *v,
+static void tabvm_tablet_power_commit(TabvmTabletPowerState *s,
+                                      const TabvmTabletPowerValues *v,
                                       uint32_t events)
 {
     s->v = *v;
@@ -233,47 +253,48 @@ static void tabvm_tablet_power_commit(TabvmTabletPowerState *s, const TabvmTable
     s->events |= events;
     trace_tabvm_tablet_power_event(events, s->events);
     if (DEVICE(s)->realized) {
-        acpi_send_event(DEVICE(s->acpi),
-                        (AcpiEventStatusBits)(1u << TABVM_TABLET_POWER_GPE_BIT));
+        acpi_send_event(DEVICE(s->acpi), TABVM_TABLET_POWER_GPE_STATUS);
     }
 }
 
 /* A bool or uint32 member of the values, with the events a change raises. */
-typedef struct TabvmTabletPowerStateField {
+typedef struct TabvmTabletPowerField {
     const char *name;
     const char *type;
     size_t offset;
     uint32_t events;
     const char *description;
-} TabvmTabletPowerStateField;
+} TabvmTabletPowerField;
 
-static const TabvmTabletPowerStateField tabvm_tablet_power_fields[] = {
-    { "present", "bool", offsetof(TabvmTabletPowerStateValues, present),
-      TABVM_TABLET_POWER_EVENT_BST | TABVM_TABLET_POWER_EVENT_BIX, "battery inserted" },
-    { "ac-online", "bool", offsetof(TabvmTabletPowerStateValues, ac_online),
+static const TabvmTabletPowerField tabvm_tablet_power_fields[] = {
+    { "present", "bool", offsetof(TabvmTabletPowerValues, present),
+      TABVM_TABLET_POWER_EVENT_BST | TABVM_TABLET_POWER_EVENT_BIX,
+      "battery inserted" },
+    { "ac-online", "bool", offsetof(TabvmTabletPowerValues, ac_online),
       TABVM_TABLET_POWER_EVENT_AC, "AC adapter plugged in" },
-    { "critical", "bool", offsetof(TabvmTabletPowerStateValues, critical),
+    { "critical", "bool", offsetof(TabvmTabletPowerValues, critical),
       TABVM_TABLET_POWER_EVENT_BST, "battery in a critical energy state" },
-    { "remaining", "uint32", offsetof(TabvmTabletPowerStateValues, remaining),
+    { "remaining", "uint32", offsetof(TabvmTabletPowerValues, remaining),
       TABVM_TABLET_POWER_EVENT_BST, "remaining capacity (mAh)" },
-    { "full", "uint32", offsetof(TabvmTabletPowerStateValues, full),
+    { "full", "uint32", offsetof(TabvmTabletPowerValues, full),
       TABVM_TABLET_POWER_EVENT_BIX | TABVM_TABLET_POWER_EVENT_BST,
       "last full charge capacity (mAh)" },
-    { "design-capacity", "uint32", offsetof(TabvmTabletPowerStateValues, design),
+    { "design-capacity", "uint32", offsetof(TabvmTabletPowerValues, design),
       TABVM_TABLET_POWER_EVENT_BIX, "design capacity (mAh)" },
-    { "rate", "uint32", offsetof(TabvmTabletPowerStateValues, rate),
+    { "rate", "uint32", offsetof(TabvmTabletPowerValues, rate),
       TABVM_TABLET_POWER_EVENT_BST, "present (dis)charge rate" },
-    { "voltage", "uint32", offsetof(TabvmTabletPowerStateValues, voltage),
+    { "voltage", "uint32", offsetof(TabvmTabletPowerValues, voltage),
       TABVM_TABLET_POWER_EVENT_BST, "present voltage (mV)" },
-    { "cycle-count", "uint32", offsetof(TabvmTabletPowerStateValues, cycles),
+    { "cycle-count", "uint32", offsetof(TabvmTabletPowerValues, cycles),
       TABVM_TABLET_POWER_EVENT_BIX, "charge cycles" },
 };
 
-static void tabvm_tablet_power_get_field(Object *obj, Visitor *v, const char *name,
-                                         void *opaque, Error **errp)
+static void tabvm_tablet_power_get_field(Object *obj, Visitor *v,
+                                         const char *name, void *opaque,
+                                         Error **errp)
 {
     TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
-    const TabvmTabletPowerStateField *f = opaque;
+    const TabvmTabletPowerField *f = opaque;
     void *ptr = (char *)&s->v + f->offset;
 
     if (!strcmp(f->type, "bool")) {
@@ -283,12 +304,13 @@ static void tabvm_tablet_power_get_field(Object *obj, Visitor *v, const char *na
     }
 }
 
-static void tabvm_tablet_power_set_field(Object *obj, Visitor *v, const char *name,
-                                         void *opaque, Error **errp)
+static void tabvm_tablet_power_set_field(Object *obj, Visitor *v,
+                                         const char *name, void *opaque,
+                                         Error **errp)
 {
     TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
-    const TabvmTabletPowerStateField *f = opaque;
-    TabvmTabletPowerStateValues next = s->v;
+    const TabvmTabletPowerField *f = opaque;
+    TabvmTabletPowerValues next = s->v;
     void *ptr = (char *)&next + f->offset;
     bool changed;
 
@@ -325,31 +347,38 @@ static int tabvm_tablet_power_get_state(Object *obj, Error **errp)
 static void tabvm_tablet_power_set_state(Object *obj, int value, Error **errp)
 {
     TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
-    TabvmTabletPowerStateValues next = s->v;
+    TabvmTabletPowerValues next = s->v;
+    uint32_t events;
 
     next.state = value;
     if (!tabvm_tablet_power_values_valid(&next, errp)) {
         return;
     }
+    events = next.state != s->v.state ?
+             TABVM_TABLET_POWER_EVENT_BST : 0;
     trace_tabvm_tablet_power_set("state", value);
-    tabvm_tablet_power_commit(s, &next, next.state != s->v.state ? TABVM_TABLET_POWER_EVENT_BST : 0);
+    tabvm_tablet_power_commit(s, &next, events);
 }
 
 /* capacity: remaining as a percentage of full, rounded to nearest */
-static void tabvm_tablet_power_get_capacity(Object *obj, Visitor *v, const char *name,
-                                            void *opaque, Error **errp)
+static void tabvm_tablet_power_get_capacity(Object *obj, Visitor *v,
+                                            const char *name, void *opaque,
+                                            Error **errp)
 {
     TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
-    uint8_t percent = ((uint64_t)s->v.remaining * 100 + s->v.full / 2) / s->v.full;
+    uint64_t scaled = (uint64_t)s->v.remaining * 100 + s->v.full / 2;
+    uint8_t percent = scaled / s->v.full;
 
     visit_type_uint8(v, name, &percent, errp);
 }
 
-static void tabvm_tablet_power_set_capacity(Object *obj, Visitor *v, const char *name,
-                                            void *opaque, Error **errp)
+static void tabvm_tablet_power_set_capacity(Object *obj, Visitor *v,
+                                            const char *name, void *opaque,
+                                            Error **errp)
 {
     TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
-    TabvmTabletPowerStateValues next = s->v;
+    TabvmTabletPowerValues next = s->v;
+    uint32_t events;
     uint8_t percent;
 
     if (!visit_type_uint8(v, name, &percent, errp)) {
@@ -364,8 +393,9 @@ static void tabvm_tablet_power_set_capacity(Object *obj, Visitor *v, const char 
         return;
     }
     trace_tabvm_tablet_power_set(name, percent);
-    tabvm_tablet_power_commit(s, &next,
-                              next.remaining != s->v.remaining ? TABVM_TABLET_POWER_EVENT_BST : 0);
+    events = next.remaining != s->v.remaining ?
+             TABVM_TABLET_POWER_EVENT_BST : 0;
+    tabvm_tablet_power_commit(s, &next, events);
 }
 
 static void tabvm_tablet_power_realize(DeviceState *dev, Error **errp)
@@ -375,7 +405,8 @@ static void tabvm_tablet_power_realize(DeviceState *dev, Error **errp)
 
     object_resolve_path_type("", TYPE_TABVM_TABLET_POWER, &ambiguous);
     if (ambiguous) {
-        error_setg(errp, "only one %s device is allowed", TYPE_TABVM_TABLET_POWER);
+        error_setg(errp, "only one %s device is allowed",
+                   TYPE_TABVM_TABLET_POWER);
         return;
     }
     s->acpi = object_resolve_path_type("", TYPE_ACPI_DEVICE_IF, NULL);
@@ -394,7 +425,7 @@ static void tabvm_tablet_power_init(Object *obj)
     TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
 
     /* Initial values from tests/golden/variant/specs/power.yaml */
-    s->v = (TabvmTabletPowerStateValues) {
+    s->v = (TabvmTabletPowerValues) {
         .present = false,
         .ac_online = true,
         .critical = false,
@@ -448,7 +479,8 @@ static void tabvm_tablet_power_class_init(ObjectClass *klass, void *data)
     ObjectProperty *op;
     size_t i;
 
-    dc->desc = "Second variant - mAh battery on GPE 7 with an SMBus controller under an EC";
+    dc->desc = "Second variant - mAh battery on GPE 7 with an SMBus "
+        "controller under an EC";
     dc->realize = tabvm_tablet_power_realize;
     dc->vmsd = &vmstate_tabvm_tablet_power;
     dc->hotpluggable = false;
@@ -456,7 +488,7 @@ static void tabvm_tablet_power_class_init(ObjectClass *klass, void *data)
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
 
     for (i = 0; i < ARRAY_SIZE(tabvm_tablet_power_fields); i++) {
-        const TabvmTabletPowerStateField *f = &tabvm_tablet_power_fields[i];
+        const TabvmTabletPowerField *f = &tabvm_tablet_power_fields[i];
 
         op = object_class_property_add(klass, f->name, f->type,
                                        tabvm_tablet_power_get_field,
@@ -464,14 +496,15 @@ static void tabvm_tablet_power_class_init(ObjectClass *klass, void *data)
                                        NULL, (void *)f);
         object_class_property_set_description(klass, op->name, f->description);
     }
-    object_class_property_add_enum(klass, "state", "TabvmTabletPowerStateKind",
+    object_class_property_add_enum(klass, "state", "TabvmTabletPowerKind",
                                    &tabvm_tablet_power_state_lookup,
-                                   tabvm_tablet_power_get_state, tabvm_tablet_power_set_state);
+                                   tabvm_tablet_power_get_state,
+                                   tabvm_tablet_power_set_state);
     object_class_property_set_description(klass, "state",
                                           "idle, discharging or charging");
     object_class_property_add(klass, "capacity", "uint8",
-                              tabvm_tablet_power_get_capacity, tabvm_tablet_power_set_capacity,
-                              NULL, NULL);
+                              tabvm_tablet_power_get_capacity,
+                              tabvm_tablet_power_set_capacity, NULL, NULL);
     object_class_property_set_description(klass, "capacity",
                                           "remaining capacity in percent of full");
 }
