@@ -19,9 +19,31 @@ def spec_args(case: Path) -> list[str]:
 
 
 def tabvm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tabvm.cli", *args], cwd=REPO,
+    """`tabvm ARGS` in this process (fast); see test_cli_process for a real one."""
+    import contextlib
+    import io
+
+    from tabvm.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(list(args))
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+def test_cli_process_exit_status_and_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "tabvm.cli", "check",
+                           "tests/bad-specs/many-errors.yaml"], cwd=REPO,
                           capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr == (BAD / "many-errors.err").read_text()
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
