@@ -9,6 +9,7 @@ files whose text changed.
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import shutil
 import subprocess
@@ -44,21 +45,46 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def configure_command(recipe: Recipe, src: Path) -> list[str]:
-    return [str(src / "configure"), f"--python={sys.executable}",
+def tools_venv(recipe: Recipe, home: Path) -> Path:
+    """``home/tools``: a venv with the recipe's meson/ninja, made once per tree key."""
+    venv = home / "tools"
+    stamp = venv / ".tabvm-packages"
+    wanted = "\n".join(recipe.python_packages)
+    if (venv / "bin" / "python3").exists() and stamp.exists() and stamp.read_text() == wanted:
+        return venv
+    say(f"creating QEMU's build tools venv ({', '.join(recipe.python_packages)})")
+    shutil.rmtree(venv, ignore_errors=True)
+    for cmd in ([sys.executable, "-m", "venv", str(venv)],
+                [str(venv / "bin" / "python3"), "-m", "pip", "install", "-q",
+                 *recipe.python_packages]):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise BuildError(f"{' '.join(cmd[:4])}... failed:\n{proc.stdout}{proc.stderr}")
+    stamp.write_text(wanted)
+    return venv
+
+
+def tools_env(venv: Path) -> dict[str, str]:
+    return {**os.environ, "PATH": os.pathsep.join([str(venv / "bin"), os.environ["PATH"]])}
+
+
+def configure_command(recipe: Recipe, src: Path, venv: Path) -> list[str]:
+    return [str(src / "configure"), f"--python={venv / 'bin' / 'python3'}",
             f"--target-list={recipe.target}",
             f"--with-devices-{recipe.target.split('-')[0]}={DEVICE_CONFIG}",
             *recipe.configure_args]
 
 
-def _run_logged(cmd: list[str], cwd: Path, label: str, log: Path) -> list[str]:
+def _run_logged(cmd: list[str], cwd: Path, label: str, log: Path,
+                env: dict[str, str] | None = None) -> list[str]:
     """Run ``cmd`` printing ninja-style progress; return its output lines."""
     tail: deque[str] = deque(maxlen=80)
     lines = []
     ticker = Ticker(label)
     with log.open("w") as logf, subprocess.Popen(
             cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            bufsize=1) as proc:
+            bufsize=1, env=env) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             logf.write(line)
@@ -74,8 +100,8 @@ def _run_logged(cmd: list[str], cwd: Path, label: str, log: Path) -> list[str]:
     return lines
 
 
-def configure(recipe: Recipe, src: Path, build: Path) -> bool:
-    cmd = configure_command(recipe, src)
+def configure(recipe: Recipe, src: Path, build: Path, venv: Path) -> bool:
+    cmd = configure_command(recipe, src, venv)
     stamp = build / ".tabvm-configure"
     wanted = "\0".join(cmd)
     if (build / "build.ninja").exists() and stamp.exists() and stamp.read_text() == wanted:
@@ -83,22 +109,24 @@ def configure(recipe: Recipe, src: Path, build: Path) -> bool:
     say("configuring QEMU")
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
-    _run_logged(cmd, build, "configure", build.parent / "configure.log")
+    _run_logged(cmd, build, "configure", build.parent / "configure.log", tools_env(venv))
     stamp.write_text(wanted)
     return True
 
 
-def compile_qemu(build: Path) -> list[str]:
+def compile_qemu(build: Path, venv: Path) -> list[str]:
     """Run ninja; return the objects it compiled (for 'what did an edit rebuild')."""
     say(f"building {BINARY} (ninja; a full build takes a few minutes on 2 cores)")
-    lines = _run_logged(["ninja", BINARY], build, "ninja", build.parent / "ninja.log")
+    env = tools_env(venv)
+    lines = _run_logged([str(venv / "bin" / "ninja"), BINARY], build, "ninja",
+                        build.parent / "ninja.log", env)
     compiled = [m.group(1) for line in lines
                 if (m := re.search(r"Compiling C object (\S+)", line))]
     if not (build / "pc-bios/optionrom/config.mak").exists():
         raise BuildError("QEMU's configure found no compiler for 32-bit x86 option ROMs "
                          "(linuxboot_dma.bin, needed for -kernel): install gcc-multilib")
     _run_logged(["make", "-s"], build / "pc-bios/optionrom", "option ROMs",
-                build.parent / "optionrom.log")
+                build.parent / "optionrom.log", env)
     return compiled
 
 
@@ -129,8 +157,9 @@ def build_qemu(recipe: Recipe, gen_dir: Path, out: Path) -> list[str]:
         for path in changed:
             say(f"QEMU tree: updated {path}")
         build = home / "build"
-        configure(recipe, src, build)
-        compiled = compile_qemu(build)
+        venv = tools_venv(recipe, home)
+        configure(recipe, src, build, venv)
+        compiled = compile_qemu(build, venv)
         install_outputs(build, out)
     (out / "qemu-compiled.txt").write_text("".join(f"{c}\n" for c in compiled))
     return compiled

@@ -27,6 +27,7 @@ class Recipe:
     debian_orig_size: int
     target: str
     configure_args: tuple[str, ...]
+    python_packages: tuple[str, ...]
     base_devices: tuple[str, ...]
 
     @property
@@ -54,5 +55,6 @@ def load_recipe(path: Path = RECIPE) -> Recipe:
         debian_orig=src["debian_orig"], debian_orig_sha256=src["debian_orig_sha256"],
         debian_orig_size=src["debian_orig_size"], target=conf["target"],
         configure_args=tuple(conf["args"]),
+        python_packages=tuple(data["tools"]["python_packages"]),
         base_devices=tuple(dev["base"]),
     )
