@@ -13,13 +13,12 @@ from .errors import SourceLoc
 GENERATED_DIR = "hw/tabvm"
 
 
-def c_string(text: str) -> str:
-    """``text`` as a C string literal (schema already limits it to safe ASCII)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def string_literal(text: str) -> str:
+    """``text`` as a C or ASL string literal (both escape ``\\`` and ``"`` alike).
 
-
-def asl_string(text: str) -> str:
-    """``text`` as an ASL string literal."""
+    The schema already limits spec strings to printable ASCII without quotes or
+    backslashes; escaping anyway keeps a future schema slip from becoming code.
+    """
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -69,7 +68,7 @@ class Device:
 
     @property
     def c_description(self) -> str:
-        return c_string(self.description)
+        return string_literal(self.description)
 
     @property
     def c_description_wrapped(self) -> str:
@@ -82,7 +81,7 @@ class Device:
             else:
                 line = f"{line} {word}" if line else word
         lines.append(line)
-        return "\n        ".join(c_string(part) for part in lines)
+        return "\n        ".join(string_literal(part) for part in lines)
 
     @property
     def trace_group(self) -> str:
@@ -208,19 +207,19 @@ class Battery(Device):
 
     @property
     def asl_model(self) -> str:
-        return asl_string(self.model)
+        return string_literal(self.model)
 
     @property
     def asl_serial(self) -> str:
-        return asl_string(self.serial)
+        return string_literal(self.serial)
 
     @property
     def asl_type(self) -> str:
-        return asl_string(self.battery_type)
+        return string_literal(self.battery_type)
 
     @property
     def asl_oem(self) -> str:
-        return asl_string(self.oem)
+        return string_literal(self.oem)
 
     @property
     def smbus_scope(self) -> str:
@@ -236,7 +235,7 @@ class Battery(Device):
 
     @property
     def asl_oem_table_id(self) -> str:
-        return asl_string(self.name.upper()[:8])
+        return string_literal(self.name.upper()[:8])
 
     @property
     def aml_file(self) -> str:

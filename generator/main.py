@@ -57,7 +57,11 @@ def cmd_gen(paths: list[Path], out: Path, quiet: bool = False) -> int:
         outputs = generate(paths)
     except SpecErrors as exc:
         return report(exc)
-    changed = write_outputs(out, outputs)
+    try:
+        changed = write_outputs(out, outputs)
+    except OSError as exc:
+        print(f"tabvm: error: cannot write {out}: {exc}", file=sys.stderr)
+        return 1
     if not quiet:
         for path in changed:
             print(f"  wrote {path}")

@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from tabvm.guest import GuestBuildError
 
@@ -54,7 +55,7 @@ def _log(event: str, **fields: object) -> None:
     print(f"tabvm: {event} {items}".rstrip(), file=sys.stderr, flush=True)
 
 
-def _probe_kvm(config_for: callable) -> bool:
+def _probe_kvm(config_for: Callable[[str], VmConfig]) -> bool:
     """Boot the test guest under KVM: the kernel's banner must show within 10 s
     (it takes well under one with working KVM) and the guest must get ready."""
     rundir = new_runtime_dir("kvm-probe")

@@ -35,11 +35,18 @@ def compile_asl(asl: Path, aml: Path) -> bool:
     return True
 
 
-def compile_all(gen_dir: Path, out_dir: Path) -> list[Path]:
-    """Every ``gen_dir/acpi/*.asl`` to ``out_dir/<name>.aml``; returns the AML paths."""
-    amls = []
+def compile_changed(gen_dir: Path, out_dir: Path) -> list[Path]:
+    """Compile each ``gen_dir/acpi/*.asl`` newer than its ``out_dir/<name>.aml``.
+
+    Returns the AML files that were (re)written.
+    """
+    written = []
     for asl in sorted((gen_dir / "acpi").glob("*.asl")):
         aml = out_dir / f"{asl.stem}.aml"
-        compile_asl(asl, aml)
-        amls.append(aml)
-    return amls
+        if aml.exists() and aml.stat().st_mtime >= asl.stat().st_mtime:
+            continue
+        if compile_asl(asl, aml):
+            written.append(aml)
+        else:
+            aml.touch()      # same bytes: mark it up to date with its source
+    return written

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from generator.main import cmd_gen, spec_files
 
-from .acpi import AcpiError, compile_asl
+from .acpi import AcpiError, compile_changed
 from .progress import say
 from .qemu_build import BuildError, build_qemu
 from .qemu_source import SourceError
@@ -32,14 +32,8 @@ def step_gen(gen_dir: str, stamp: str) -> int:
 
 
 def step_acpi(gen_dir: str, out_dir: str, stamp: str) -> int:
-    for asl in sorted((Path(gen_dir) / "acpi").glob("*.asl")):
-        aml = Path(out_dir) / f"{asl.stem}.aml"
-        if aml.exists() and aml.stat().st_mtime >= asl.stat().st_mtime:
-            continue
-        if compile_asl(asl, aml):
-            say(f"compiled {asl.name} -> {aml}")
-        else:
-            aml.touch()
+    for aml in compile_changed(Path(gen_dir), Path(out_dir)):
+        say(f"compiled {aml}")
     _stamp(stamp)
     return 0
 

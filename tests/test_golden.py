@@ -90,3 +90,8 @@ def test_removed_spec_outputs_are_deleted(tmp_path):
     changed = write_outputs(tmp_path, generate([]))
     assert "acpi/battery.asl" in changed
     assert not (tmp_path / "acpi/battery.asl").exists()
+
+
+def test_string_literal_escapes():
+    from generator.ir import string_literal
+    assert string_literal('a"b\\c') == '"a\\"b\\\\c"'

@@ -89,3 +89,18 @@ def test_good_spec_checks():
     proc = tabvm("check")
     assert proc.returncode == 0, proc.stderr
     assert "devspecs/battery.yaml: ok (acpi-battery tabvm-battery)" in proc.stdout
+
+
+def test_gen_into_unwritable_place_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    proc = tabvm("gen", "--out", str(blocker / "gen"))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"tabvm: error: cannot write {blocker / 'gen'}")
+    assert blocker.read_text() == "not a directory\n"
+
+
+def test_check_missing_file():
+    proc = tabvm("check", "tests/bad-specs/no-such-spec.yaml")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("tests/bad-specs/no-such-spec.yaml:1: cannot read:")
