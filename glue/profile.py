@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tabvm.guest import APPEND
 from tabvm.paths import REPO
 
 from .qemu import VmConfig
@@ -46,7 +47,7 @@ def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: st
     outputs.check()
     return VmConfig(
         qemu=outputs.qemu, firmware_dir=outputs.firmware, kernel=kernel, initrd=initrd,
-        append="console=ttyS0 panic=-1 quiet", memory=memory, accel=accel,
+        append=APPEND, memory=memory, accel=accel,
         acpi_tables=(outputs.aml("battery"),),
         devices=("tabvm-battery,id=battery",),
     )
