@@ -244,3 +244,196 @@ class Battery(Device):
     @property
     def asl_file(self) -> str:
         return f"{self.name}.asl"
+
+
+@dataclass(frozen=True)
+class Axis:
+    logical_min: int
+    logical_max: int
+    physical_mm: int
+
+
+@dataclass(frozen=True)
+class Multitouch(Device):
+    """A USB HID Windows-8-style touchscreen (+ optional mouse collection)."""
+
+    contacts: int
+    mode: str                 # hybrid | parallel
+    per_report: int           # contacts in one touch report
+    report_rate_hz: int
+    x: Axis
+    y: Axis
+    hover: bool
+    mouse_buttons: int        # 0: no mouse collection
+    vendor_id: int
+    product_id: int
+    manufacturer: str
+    product: str
+    serial: str
+
+    # Report IDs
+    REPORT_TOUCH = 1
+    REPORT_MOUSE = 2
+    REPORT_MAX_COUNT = 3
+    REPORT_CERTIFICATION = 4
+    REPORT_MODE = 5
+    CONTACT_SIZE = 6          # flags, contact id, x (16), y (16)
+    CERTIFICATION_SIZE = 256
+
+    @property
+    def kconfig_depends(self) -> tuple[str, ...]:
+        return ("USB",)
+
+    @property
+    def touch_report_size(self) -> int:
+        """Report ID, the contacts, scan time (16 bits), contact count."""
+        return 1 + self.per_report * self.CONTACT_SIZE + 2 + 1
+
+    @property
+    def mouse_report_size(self) -> int:
+        """Report ID, buttons (one byte), x and y (16 bits each)."""
+        return 1 + 1 + 4 if self.mouse_buttons else 0
+
+    @property
+    def max_packet(self) -> int:
+        return max(self.touch_report_size, self.mouse_report_size)
+
+    @property
+    def frame_reports(self) -> int:
+        """Touch reports needed to send every contact once (hybrid mode)."""
+        return -(-self.contacts // self.per_report)
+
+    @property
+    def report_period_ns(self) -> int:
+        return 1_000_000_000 // self.report_rate_hz
+
+    @property
+    def report_period_ms(self) -> str:
+        return f"{self.report_period_ns / 1e6:g}"
+
+    @property
+    def c_vendor_id(self) -> str:
+        return f"0x{self.vendor_id:04x}"
+
+    @property
+    def c_product_id(self) -> str:
+        return f"0x{self.product_id:04x}"
+
+    @property
+    def c_manufacturer(self) -> str:
+        return string_literal(self.manufacturer)
+
+    @property
+    def c_product(self) -> str:
+        return string_literal(self.product)
+
+    @property
+    def c_serial(self) -> str:
+        return string_literal(self.serial)
+
+    def _axis_items(self, usage: int, axis: Axis) -> list:
+        from . import hid
+        return [
+            hid.Item(hid.LOGICAL_MIN, axis.logical_min),
+            hid.Item(hid.LOGICAL_MAX, axis.logical_max),
+            hid.Item(hid.PHYSICAL_MIN, 0),
+            hid.Item(hid.PHYSICAL_MAX, axis.physical_mm),
+            hid.Item(hid.USAGE, usage),
+            hid.Item(hid.INPUT, hid.DATA_VAR_ABS),
+        ]
+
+    def descriptor_items(self) -> list:
+        from . import hid
+        I = hid.Item  # noqa: E741
+        items = [
+            I(hid.USAGE_PAGE, hid.DIGITIZER), I(hid.USAGE, hid.DG_TOUCH_SCREEN),
+            I(hid.COLLECTION, hid.APPLICATION),
+            I(hid.REPORT_ID, self.REPORT_TOUCH),
+        ]
+        for _ in range(self.per_report):
+            items += [
+                I(hid.USAGE_PAGE, hid.DIGITIZER), I(hid.USAGE, hid.DG_FINGER),
+                I(hid.COLLECTION, hid.LOGICAL),
+                I(hid.LOGICAL_MIN, 0), I(hid.LOGICAL_MAX, 1),
+                I(hid.REPORT_SIZE, 1), I(hid.REPORT_COUNT, 1),
+                I(hid.USAGE, hid.DG_TIP_SWITCH), I(hid.INPUT, hid.DATA_VAR_ABS),
+                I(hid.USAGE, hid.DG_IN_RANGE), I(hid.INPUT, hid.DATA_VAR_ABS),
+                I(hid.USAGE, hid.DG_CONFIDENCE), I(hid.INPUT, hid.DATA_VAR_ABS),
+                I(hid.REPORT_COUNT, 5), I(hid.INPUT, hid.CONST),
+                I(hid.REPORT_SIZE, 8), I(hid.REPORT_COUNT, 1),
+                I(hid.LOGICAL_MAX, self.contacts - 1),
+                I(hid.USAGE, hid.DG_CONTACT_ID), I(hid.INPUT, hid.DATA_VAR_ABS),
+                I(hid.PUSH),
+                I(hid.USAGE_PAGE, hid.GENERIC_DESKTOP),
+                I(hid.UNIT, hid.UNIT_CM), I(hid.UNIT_EXPONENT, hid.unit_exponent(-1)),
+                I(hid.REPORT_SIZE, 16),
+                *self._axis_items(hid.GD_X, self.x),
+                *self._axis_items(hid.GD_Y, self.y),
+                I(hid.POP),
+                I(hid.END_COLLECTION),
+            ]
+        items += [
+            I(hid.USAGE_PAGE, hid.DIGITIZER),
+            I(hid.PUSH),
+            I(hid.UNIT, hid.UNIT_SECONDS), I(hid.UNIT_EXPONENT, hid.unit_exponent(-4)),
+            I(hid.LOGICAL_MIN, 0), I(hid.LOGICAL_MAX, 0xFFFF),
+            I(hid.REPORT_SIZE, 16), I(hid.REPORT_COUNT, 1),
+            I(hid.USAGE, hid.DG_SCAN_TIME), I(hid.INPUT, hid.DATA_VAR_ABS),
+            I(hid.POP),
+            I(hid.LOGICAL_MIN, 0), I(hid.LOGICAL_MAX, self.contacts),
+            I(hid.REPORT_SIZE, 8), I(hid.REPORT_COUNT, 1),
+            I(hid.USAGE, hid.DG_CONTACT_COUNT), I(hid.INPUT, hid.DATA_VAR_ABS),
+            I(hid.REPORT_ID, self.REPORT_MAX_COUNT),
+            I(hid.USAGE, hid.DG_CONTACT_COUNT_MAX), I(hid.FEATURE, hid.DATA_VAR_ABS),
+            I(hid.REPORT_ID, self.REPORT_CERTIFICATION),
+            I(hid.USAGE_PAGE, hid.VENDOR_FF00), I(hid.USAGE, hid.VENDOR_CERTIFICATION),
+            I(hid.LOGICAL_MIN, 0), I(hid.LOGICAL_MAX, 0xFF),
+            I(hid.REPORT_SIZE, 8), I(hid.REPORT_COUNT, self.CERTIFICATION_SIZE),
+            I(hid.FEATURE, hid.DATA_VAR_ABS),
+            I(hid.END_COLLECTION),
+            # Device configuration: Input Mode (Device Mode) and Device Identifier
+            I(hid.USAGE_PAGE, hid.DIGITIZER), I(hid.USAGE, hid.DG_DEVICE_CONFIG),
+            I(hid.COLLECTION, hid.APPLICATION),
+            I(hid.REPORT_ID, self.REPORT_MODE),
+            I(hid.USAGE, hid.DG_DEVICE_SETTINGS),
+            I(hid.COLLECTION, hid.LOGICAL),
+            I(hid.USAGE, hid.DG_DEVICE_MODE), I(hid.USAGE, hid.DG_DEVICE_IDENTIFIER),
+            I(hid.LOGICAL_MIN, 0), I(hid.LOGICAL_MAX, 10),
+            I(hid.REPORT_SIZE, 8), I(hid.REPORT_COUNT, 2),
+            I(hid.FEATURE, hid.DATA_VAR_ABS),
+            I(hid.END_COLLECTION),
+            I(hid.END_COLLECTION),
+        ]
+        if self.mouse_buttons:
+            items += [
+                I(hid.USAGE_PAGE, hid.GENERIC_DESKTOP), I(hid.USAGE, hid.GD_MOUSE),
+                I(hid.COLLECTION, hid.APPLICATION),
+                I(hid.REPORT_ID, self.REPORT_MOUSE),
+                I(hid.USAGE, hid.GD_POINTER),
+                I(hid.COLLECTION, hid.PHYSICAL),
+                I(hid.USAGE_PAGE, hid.BUTTON),
+                I(hid.USAGE_MIN, 1), I(hid.USAGE_MAX, self.mouse_buttons),
+                I(hid.LOGICAL_MIN, 0), I(hid.LOGICAL_MAX, 1),
+                I(hid.REPORT_SIZE, 1), I(hid.REPORT_COUNT, self.mouse_buttons),
+                I(hid.INPUT, hid.DATA_VAR_ABS),
+                I(hid.REPORT_COUNT, 8 - self.mouse_buttons), I(hid.INPUT, hid.CONST),
+                I(hid.USAGE_PAGE, hid.GENERIC_DESKTOP),
+                I(hid.USAGE, hid.GD_X), I(hid.USAGE, hid.GD_Y),
+                I(hid.LOGICAL_MIN, 0), I(hid.LOGICAL_MAX, 0x7FFF),
+                I(hid.REPORT_SIZE, 16), I(hid.REPORT_COUNT, 2),
+                I(hid.INPUT, hid.DATA_VAR_ABS),
+                I(hid.END_COLLECTION),
+                I(hid.END_COLLECTION),
+            ]
+        return items
+
+    @property
+    def descriptor(self) -> bytes:
+        from . import hid
+        return hid.encode(self.descriptor_items())
+
+    @property
+    def descriptor_c_lines(self) -> list[str]:
+        data = self.descriptor
+        return [", ".join(f"0x{b:02x}" for b in data[i:i + 12]) + ","
+                for i in range(0, len(data), 12)]

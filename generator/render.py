@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from .ir import GENERATED_DIR, Battery, Device
+from .ir import GENERATED_DIR, Battery, Device, Multitouch
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DEVICE_CONFIG = "tabvm"
@@ -65,6 +65,11 @@ class Renderer:
                 (f"{base}/{d.c_file}", "battery/device.c.j2"),
                 (f"{base}/trace-events", "battery/trace-events.j2"),
                 (f"acpi/{d.asl_file}", "battery/ssdt.asl.j2"),
+            ]
+        if isinstance(d, Multitouch):
+            files += [
+                (f"{base}/{d.c_file}", "multitouch/device.c.j2"),
+                (f"{base}/trace-events", "multitouch/trace-events.j2"),
             ]
         return [Output(path, self.render(t, **ctx), (d.spec_path,)) for path, t in files]
 

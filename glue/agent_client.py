@@ -21,11 +21,15 @@ import socket
 import time
 from typing import NamedTuple
 
-__all__ = ["AgentClient", "AgentError", "AgentTimeout", "ShResult"]
+__all__ = ["AgentClient", "AgentError", "AgentTimeout", "InputEvent", "ShResult"]
 
 _HEADER = re.compile(rb"(\d{1,20}) (ok|err) (\d{1,8})")
 _MAX_PAYLOAD = 2 * 1024 * 1024
 _MAX_LINE = 64 * 1024
+# Limits of the agent's events/evtake verbs and its evstart IDs.
+EV_MAX_COUNT = 10_000
+EV_MAX_TIMEOUT_MS = 600_000
+EV_IDS = range(8)
 
 
 class AgentError(Exception):
@@ -39,6 +43,15 @@ class AgentTimeout(AgentError):
 class ShResult(NamedTuple):
     output: str
     status: int
+
+
+class InputEvent(NamedTuple):
+    """One Linux ``struct input_event`` as the guest read it."""
+
+    time: float  # tv_sec + tv_usec / 1e6 (the kernel's event timestamp)
+    type: int    # EV_SYN, EV_KEY, EV_ABS, ... (numeric)
+    code: int
+    value: int
 
 
 class AgentClient:
@@ -160,6 +173,45 @@ class AgentClient:
             raise AgentError(f"uname: malformed answer {values!r}")
         return dict(zip(fields, values))
 
+    # -- input events (evdev) ---------------------------------------------
+
+    def events(self, path: str, max: int, timeout_ms: int,
+               timeout: float | None = None) -> list[InputEvent]:
+        """Reads up to ``max`` input events from ``path`` in the guest, waiting at
+        most ``timeout_ms`` ms (the agent answers nothing else meanwhile).
+
+        ``timeout`` (seconds) bounds the whole call; by default it is
+        ``timeout_ms`` plus a margin for the answer.
+        """
+        if not path:
+            raise ValueError("events: empty path")
+        _check_ev_limits(max, timeout_ms)
+        text = self.call("events", path, str(max), str(timeout_ms),
+                         timeout=_ev_call_timeout(max, timeout_ms, timeout))
+        return _parse_events(text)
+
+    def ev_start(self, id: int, path: str, timeout: float = 10.0) -> None:
+        """Opens ``path`` in the guest and keeps it under ``id`` (0..7); from now
+        on events queue in the guest kernel until :meth:`ev_take` reads them."""
+        _check_ev_id(id)
+        if not path:
+            raise ValueError("ev_start: empty path")
+        self.call("evstart", str(id), path, timeout=timeout)
+
+    def ev_take(self, id: int, max: int, timeout_ms: int,
+                timeout: float | None = None) -> list[InputEvent]:
+        """Like :meth:`events`, from the source kept under ``id``."""
+        _check_ev_id(id)
+        _check_ev_limits(max, timeout_ms)
+        text = self.call("evtake", str(id), str(max), str(timeout_ms),
+                         timeout=_ev_call_timeout(max, timeout_ms, timeout))
+        return _parse_events(text)
+
+    def ev_stop(self, id: int, timeout: float = 10.0) -> None:
+        """Closes the source kept under ``id`` (no error if there is none)."""
+        _check_ev_id(id)
+        self.call("evstop", str(id), timeout=timeout)
+
     # -- plumbing ----------------------------------------------------------
 
     def _send(self, verb: str, args: tuple[str, ...], deadline: float) -> str:
@@ -244,6 +296,41 @@ class AgentClient:
 def escape(data: str) -> str:
     """Escapes data for the agent's ``write`` verb (``\\`` and newline)."""
     return data.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _check_ev_id(id: int) -> None:
+    if id not in EV_IDS:
+        raise ValueError(f"event source id must be in 0..{EV_IDS[-1]}: {id!r}")
+
+
+def _check_ev_limits(max: int, timeout_ms: int) -> None:
+    if not 1 <= max <= EV_MAX_COUNT:
+        raise ValueError(f"max must be in 1..{EV_MAX_COUNT}: {max!r}")
+    if not 0 <= timeout_ms <= EV_MAX_TIMEOUT_MS:
+        raise ValueError(f"timeout_ms must be in 0..{EV_MAX_TIMEOUT_MS}: {timeout_ms!r}")
+
+
+def _ev_call_timeout(max: int, timeout_ms: int, timeout: float | None) -> float:
+    """The agent's wait plus a margin for sending the answer (~30 bytes/event)."""
+    if timeout is not None:
+        return timeout
+    return timeout_ms / 1000 + 10.0 + max / 500
+
+
+def _parse_events(text: str) -> list[InputEvent]:
+    """Parses the ``SEC.USEC TYPE CODE VALUE`` lines of events/evtake."""
+    events = []
+    for line in text.split("\n") if text else ():
+        try:
+            stamp, type_, code, value = line.split(" ")
+            sec, dot, usec = stamp.partition(".")
+            if not dot:
+                raise ValueError(stamp)
+            events.append(InputEvent(int(sec) + int(usec) / 1e6, int(type_),
+                                     int(code), int(value)))
+        except ValueError:
+            raise AgentError(f"events: malformed line {line[:80]!r}") from None
+    return events
 
 
 def _check_word(value: str, what: str) -> None:

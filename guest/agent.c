@@ -36,6 +36,22 @@
  *   in SIZE PORT         -> reads an I/O port with a SIZE-byte access (1, 2 or 4);
  *                           payload = the value as 0x%x (x86 only)
  *   out SIZE PORT VALUE  -> writes VALUE to an I/O port with a SIZE-byte access
+ *   events PATH MAX TIMEOUT_MS
+ *                        -> opens PATH (an evdev node such as /dev/input/event3; a FIFO
+ *                           or file of records works too) O_RDONLY|O_NONBLOCK and reads
+ *                           struct input_event records with poll() until MAX records
+ *                           were read or TIMEOUT_MS passed since the verb started
+ *                           (MAX 1..10000, TIMEOUT_MS 0..600000; 0 = what is queued).
+ *                           Payload: one line per record "SEC.USEC TYPE CODE VALUE"
+ *                           (decimal, in order; empty if none). At end of file (a
+ *                           file, a FIFO without writer) it looks again every 10 ms.
+ *                           The agent is busy (answers nothing else) meanwhile.
+ *   evstart ID PATH      -> opens PATH like events and keeps the fd under ID (0..7), so
+ *                           events queue in the kernel (evdev buffer) from now on;
+ *                           returns at once; err if ID is already started
+ *   evtake ID MAX TIMEOUT_MS
+ *                        -> reads like events from the fd kept under ID
+ *   evstop ID            -> closes the fd kept under ID (ok if none)
  *
  * To add a verb: write a handler `static int verb_x(char *args, struct buf *out)`
  * returning 0 (ok) or -1 (err, message in out) and add it to VERBS[].
@@ -44,6 +60,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/input.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -57,6 +74,7 @@
 #endif
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_LINE (64 * 1024)
@@ -499,6 +517,204 @@ static int verb_out(char *args, struct buf *out)
     return 0;
 }
 
+/* ---- input events --------------------------------------------------------- */
+
+#define EV_IDS 8
+#define EV_MAX_COUNT 10000UL
+#define EV_MAX_TIMEOUT_MS 600000UL
+#define EV_USAGE "(MAX 1..10000, TIMEOUT_MS 0..600000)"
+
+/* An open event source. carry holds the start of a record split across reads
+ * (a FIFO or file can do that; evdev only returns whole records). */
+struct evsrc {
+    int used;
+    int fd;
+    char *path;
+    size_t carry_len;
+    unsigned char carry[sizeof(struct input_event)];
+};
+static struct evsrc ev_ids[EV_IDS];
+
+/* Parses a plain decimal number in [min, max]; returns 0, or -1 if malformed. */
+static int parse_dec(const char *s, unsigned long min, unsigned long max,
+                     unsigned long *value)
+{
+    unsigned long n = 0;
+    if (!s || !*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        n = n * 10 + (unsigned long)(*s - '0');
+        if (n > max)
+            return -1; /* max is small: no overflow before this check */
+    }
+    if (n < min)
+        return -1;
+    *value = n;
+    return 0;
+}
+
+/* Splits "REST LAST" at the last space: returns LAST (or NULL if no space). */
+static char *split_last(char *s)
+{
+    char *sp = strrchr(s, ' ');
+    if (!sp)
+        return NULL;
+    *sp = '\0';
+    return sp + 1;
+}
+
+static long ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long)(now.tv_sec - t0->tv_sec) * 1000L +
+           (now.tv_nsec - t0->tv_nsec) / 1000000L;
+}
+
+/* Parses "... MAX TIMEOUT_MS" off the end of args (which keeps the front). */
+static int parse_count_timeout(char *args, unsigned long *max, unsigned long *timeout_ms)
+{
+    char *t = args ? split_last(args) : NULL;
+    char *m = t ? split_last(args) : NULL;
+    if (!m || !*args || parse_dec(m, 1, EV_MAX_COUNT, max) < 0 ||
+        parse_dec(t, 0, EV_MAX_TIMEOUT_MS, timeout_ms) < 0)
+        return -1;
+    return 0;
+}
+
+/*
+ * Reads up to max records from src until timeout_ms after t0; one line each in
+ * out. Never reads past max records, so the rest stays queued for the next call.
+ */
+static int ev_read(struct evsrc *src, unsigned long max, unsigned long timeout_ms,
+                   const struct timespec *t0, struct buf *out)
+{
+    const size_t rec = sizeof(struct input_event);
+    unsigned char tmp[64 * sizeof(struct input_event)];
+    unsigned long n = 0;
+
+    while (n < max) {
+        size_t want = (max - n) * rec - src->carry_len;
+        if (want > sizeof(tmp))
+            want = sizeof(tmp);
+        ssize_t r = read(src->fd, tmp, want);
+        if (r > 0) {
+            for (size_t off = 0; off < (size_t)r;) {
+                size_t take = rec - src->carry_len;
+                if (take > (size_t)r - off)
+                    take = (size_t)r - off;
+                memcpy(src->carry + src->carry_len, tmp + off, take);
+                src->carry_len += take;
+                off += take;
+                if (src->carry_len < rec)
+                    continue;
+                struct input_event ev;
+                memcpy(&ev, src->carry, rec);
+                src->carry_len = 0;
+                buf_printf(out, "%s%lld.%06lld %u %u %d", n ? "\n" : "",
+                           (long long)ev.input_event_sec, (long long)ev.input_event_usec,
+                           (unsigned)ev.type, (unsigned)ev.code, (int)ev.value);
+                n++;
+            }
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno != EAGAIN)
+            return fail_errno(out, "read", src->path);
+        long left = (long)timeout_ms - ms_since(t0);
+        if (left <= 0)
+            break;
+        if (r == 0) {
+            /* end of file (or a FIFO without writer, which polls as ready):
+             * look again shortly */
+            poll(NULL, 0, left < 10 ? (int)left : 10);
+            continue;
+        }
+        struct pollfd pfd = {.fd = src->fd, .events = POLLIN};
+        poll(&pfd, 1, (int)left);
+    }
+    return 0;
+}
+
+static int ev_open(struct evsrc *src, const char *path, struct buf *out)
+{
+    src->fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (src->fd < 0)
+        return fail_errno(out, "open", path);
+    src->path = strdup(path);
+    if (!src->path)
+        die("strdup");
+    src->carry_len = 0;
+    src->used = 1;
+    return 0;
+}
+
+static void ev_close(struct evsrc *src)
+{
+    if (!src->used)
+        return;
+    close(src->fd);
+    free(src->path);
+    memset(src, 0, sizeof(*src));
+}
+
+static int verb_events(char *args, struct buf *out)
+{
+    struct timespec t0;
+    unsigned long max, timeout_ms;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (parse_count_timeout(args, &max, &timeout_ms) < 0)
+        return fail(out, "usage: events PATH MAX TIMEOUT_MS " EV_USAGE);
+    struct evsrc src = {0};
+    if (ev_open(&src, args, out) < 0)
+        return -1;
+    int rc = ev_read(&src, max, timeout_ms, &t0, out);
+    ev_close(&src);
+    return rc;
+}
+
+static int parse_ev_id(const char *s, unsigned long *id)
+{
+    return parse_dec(s, 0, EV_IDS - 1, id);
+}
+
+static int verb_evstart(char *args, struct buf *out)
+{
+    char *path = args ? split_word(args) : NULL;
+    unsigned long id;
+    if (!path || !*path || parse_ev_id(args, &id) < 0)
+        return fail(out, "usage: evstart ID PATH (ID 0..%d)", EV_IDS - 1);
+    if (ev_ids[id].used)
+        return fail(out, "event source %lu is in use (%s); evstop it first", id,
+                    ev_ids[id].path);
+    return ev_open(&ev_ids[id], path, out);
+}
+
+static int verb_evtake(char *args, struct buf *out)
+{
+    struct timespec t0;
+    unsigned long id, max, timeout_ms;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (parse_count_timeout(args, &max, &timeout_ms) < 0 || parse_ev_id(args, &id) < 0)
+        return fail(out, "usage: evtake ID MAX TIMEOUT_MS (ID 0..%d) " EV_USAGE,
+                    EV_IDS - 1);
+    if (!ev_ids[id].used)
+        return fail(out, "event source %lu is not started (evstart ID PATH)", id);
+    return ev_read(&ev_ids[id], max, timeout_ms, &t0, out);
+}
+
+static int verb_evstop(char *args, struct buf *out)
+{
+    unsigned long id;
+    if (parse_ev_id(args, &id) < 0)
+        return fail(out, "usage: evstop ID (ID 0..%d)", EV_IDS - 1);
+    ev_close(&ev_ids[id]);
+    return 0;
+}
+
 static const struct verb {
     const char *name;
     int (*handler)(char *args, struct buf *out);
@@ -507,6 +723,8 @@ static const struct verb {
     {"sh", verb_sh},       {"ls", verb_ls},     {"hold", verb_hold},
     {"recall", verb_recall}, {"uname", verb_uname},
     {"in", verb_in},       {"out", verb_out},
+    {"events", verb_events}, {"evstart", verb_evstart}, {"evtake", verb_evtake},
+    {"evstop", verb_evstop},
 };
 
 /* ---- request loop --------------------------------------------------------- */

@@ -3,19 +3,22 @@ end-to-end boot under QEMU/TCG (needs TABVM_QEMU=path/to/qemu-system-x86_64)."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import os
 import select
 import stat
+import struct
 import subprocess
+import threading
 import time
 import tty
 from pathlib import Path
 
 import pytest
 
-from glue.agent_client import AgentClient, AgentError, escape
+from glue.agent_client import AgentClient, AgentError, InputEvent, escape
 from tabvm import guest
 
 # -- the agent on the host, over a pty pair -------------------------------------
@@ -154,6 +157,219 @@ def test_bad_id(pty_agent):
 
 def test_escape():
     assert escape("a\\b\nc") == "a\\\\b\\nc"
+
+
+# -- input events: events / evstart / evtake / evstop -------------------------------
+
+EV = struct.Struct("llHHi")  # struct input_event on x86_64: tv_sec, tv_usec, type, code, value
+assert EV.size == 24
+T0 = 1_700_000_000
+
+
+def records(*events: tuple[int, int, int]) -> bytes:
+    """Packs (type, code, value) triples; record i is stamped T0 + i s and i*1000 us."""
+    return b"".join(EV.pack(T0 + i, i * 1000, *e) for i, e in enumerate(events))
+
+
+def expected(*events: tuple[int, int, int], first: int = 0) -> list[InputEvent]:
+    return [InputEvent(T0 + i + i * 1000 / 1e6, *e)
+            for i, e in enumerate(events, start=0)][first:]
+
+
+TOUCH = [(3, 57, 7), (3, 53, 100), (3, 54, 200), (1, 330, 1), (0, 0, 0),
+         (3, 57, -1), (1, 330, 0), (0, 0, 0)]  # ABS_MT_TRACKING_ID .. SYN_REPORT
+
+
+def open_writer(path: Path, timeout: float = 10.0) -> int:
+    """Opens a FIFO for writing once a reader has it open (the agent's open)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            os.set_blocking(fd, True)
+            return fd
+        except OSError as e:
+            if e.errno != errno.ENXIO or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def write_later(path: Path, steps: list[tuple[float, bytes]]) -> threading.Thread:
+    """A thread that waits for a reader of the FIFO, then per step sleeps and writes."""
+    def run():
+        fd = open_writer(path)
+        try:
+            for delay, data in steps:
+                time.sleep(delay)
+                os.write(fd, data)
+        except BrokenPipeError:
+            pass  # the reader already finished
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def fifo(tmp_path) -> Path:
+    path = tmp_path / "event0"
+    os.mkfifo(path)
+    return path
+
+
+def test_events_from_fifo_written_later(client, fifo):
+    writer = write_later(fifo, [(0.3, records(*TOUCH[:3])), (0.1, records(*TOUCH)[72:])])
+    start = time.monotonic()
+    got = client.events(str(fifo), len(TOUCH), 5000)
+    elapsed = time.monotonic() - start
+    writer.join(5)
+    assert got == expected(*TOUCH[:3]) + expected(*TOUCH, first=3)
+    assert got[5] == InputEvent(T0 + 5 + 0.005, 3, 57, -1)  # negative values stay signed
+    assert 0.35 <= elapsed < 3, elapsed
+
+
+def test_events_stops_at_max(client, fifo):
+    writer = write_later(fifo, [(0.1, records(*TOUCH))])
+    start = time.monotonic()
+    assert client.events(str(fifo), 2, 5000) == expected(*TOUCH[:2])
+    assert time.monotonic() - start < 3
+    writer.join(5)
+
+
+def test_events_timeout_with_fewer_events(client, fifo):
+    writer = write_later(fifo, [(0.05, records(*TOUCH[:2]))])
+    start = time.monotonic()
+    assert client.events(str(fifo), 5, 600) == expected(*TOUCH[:2])
+    assert 0.6 <= time.monotonic() - start < 3
+    writer.join(5)
+
+
+def test_events_zero_timeout_and_no_writer(client, fifo):
+    start = time.monotonic()
+    assert client.events(str(fifo), 10, 0) == []
+    assert client.events(str(fifo), 10, 200) == []  # no writer: end of file, rechecked
+    assert time.monotonic() - start < 3
+
+
+def test_events_record_split_across_writes(client, fifo):
+    data = records(*TOUCH[:2])
+    writer = write_later(fifo, [(0.05, data[:10]), (0.2, data[10:30]), (0.2, data[30:])])
+    assert client.events(str(fifo), 2, 5000) == expected(*TOUCH[:2])
+    writer.join(5)
+
+
+def test_events_many_through_a_full_pipe(client, fifo):
+    n = 3000  # 72 KB: more than the pipe buffer, so the writer blocks on the agent
+    data = b"".join(EV.pack(T0, 0, 3, 53, i) for i in range(n))
+    writer = write_later(fifo, [(0.0, data)])
+    got = client.events(str(fifo), n, 20000)
+    writer.join(5)
+    assert [e.value for e in got] == list(range(n))
+
+
+def test_events_from_regular_file(client, tmp_path):
+    path = tmp_path / "recorded"
+    path.write_bytes(records(*TOUCH[:3]) + b"\x01\x02\x03")  # a trailing partial record
+    start = time.monotonic()
+    assert client.events(str(path), 3, 5000) == expected(*TOUCH[:3])
+    assert time.monotonic() - start < 2
+    start = time.monotonic()
+    assert client.events(str(path), 5, 300) == expected(*TOUCH[:3])
+    assert 0.3 <= time.monotonic() - start < 3
+
+
+def test_events_garbage_does_not_crash(pty_agent, client, fifo):
+    _, proc = pty_agent
+    writer = write_later(fifo, [(0.05, os.urandom(1000))])
+    got = client.events(str(fifo), 10000, 400)
+    writer.join(5)
+    assert len(got) == 1000 // EV.size
+    assert proc.poll() is None
+    client.ping()
+
+
+def test_events_missing_path(client):
+    with pytest.raises(AgentError, match="open /nonexistent/event0: No such file"):
+        client.events("/nonexistent/event0", 1, 100)
+    with pytest.raises(AgentError, match="No such file"):
+        client.ev_start(3, "/nonexistent/event0")
+    with pytest.raises(AgentError, match="read .*: Is a directory"):
+        client.events("/", 1, 100)
+    client.ping()
+
+
+@pytest.mark.parametrize("request_args", [
+    "events", "events /x", "events /x 1", "events /x 0 10", "events /x 10001 10",
+    "events /x 1 600001", "events /x one 10", "events /x 1 -5", "events /x +1 10",
+    "events /x 1 10 ", "events 1 10", "events /x 99999999999999999999999 1",
+    "evstart", "evstart 0", "evstart 8 /x", "evstart x /x", "evstart -1 /x",
+    "evtake", "evtake 0 1", "evtake 8 1 1", "evtake -1 1 1", "evtake 0 0 1",
+    "evtake 0 1 600001", "evstop", "evstop 8", "evstop 0 extra", "evstop x",
+])
+def test_event_verbs_bad_args(pty_agent, request_args):
+    master, proc = pty_agent
+    answer = raw_exchange(master, b"9 " + request_args.encode() + b"\n")
+    assert answer.startswith(b"9 err "), answer
+    assert b"usage: " + request_args.split()[0].encode() in answer, answer
+    assert proc.poll() is None
+    assert raw_exchange(master, b"10 ping\n") == b"10 ok 4\npong\n"
+
+
+def test_event_client_checks_args(client):
+    for call in (lambda: client.events("/x", 0, 10), lambda: client.events("/x", 1, -1),
+                 lambda: client.events("", 1, 1), lambda: client.ev_start(8, "/x"),
+                 lambda: client.ev_take(0, 10001, 1), lambda: client.ev_stop(-1)):
+        with pytest.raises(ValueError):
+            call()
+
+
+def test_evstart_evtake_evstop_across_writes(client, fifo, tmp_path):
+    start = time.monotonic()
+    client.ev_start(0, str(fifo))  # returns at once, with no writer yet
+    assert time.monotonic() - start < 1
+    writer = open_writer(fifo)
+    try:
+        os.write(writer, records(*TOUCH[:3]))
+        assert client.ev_take(0, 2, 1000) == expected(*TOUCH[:2])
+        start = time.monotonic()
+        assert client.ev_take(0, 5, 300) == expected(*TOUCH[:3], first=2)
+        assert 0.3 <= time.monotonic() - start < 3
+
+        rest = records(*TOUCH)[72:96]  # record 3, split across two writes
+        os.write(writer, rest[:10])
+        assert client.ev_take(0, 1, 100) == []
+        os.write(writer, rest[10:])
+        assert client.ev_take(0, 1, 1000) == expected(*TOUCH[:4], first=3)
+
+        # a second source under another ID, independent of the first
+        other = tmp_path / "event1"
+        os.mkfifo(other)
+        client.ev_start(1, str(other))
+        with pytest.raises(AgentError, match="event source 0 is in use"):
+            client.ev_start(0, str(other))
+
+        # a write that comes while evtake waits
+        def late():
+            time.sleep(0.3)
+            os.write(writer, records(*TOUCH[:5])[96:])
+        thread = threading.Thread(target=late)
+        thread.start()
+        start = time.monotonic()
+        assert client.ev_take(0, 1, 5000) == expected(*TOUCH[:5], first=4)
+        assert 0.25 <= time.monotonic() - start < 3
+        thread.join()
+        assert client.ev_take(1, 1, 0) == []
+    finally:
+        os.close(writer)
+    client.ev_stop(0)
+    client.ev_stop(1)
+    client.ev_stop(0)  # stopping an idle ID is fine
+    with pytest.raises(AgentError, match="event source 0 is not started"):
+        client.ev_take(0, 1, 0)
+    client.ev_start(0, str(fifo))  # the ID is free again
+    client.ev_stop(0)
 
 
 # -- initramfs writer -----------------------------------------------------------

@@ -12,7 +12,7 @@ from ..checks import Claim
 from ..errors import SpecError
 from ..ir import Device
 from ..loader import Document
-from . import battery
+from . import battery, multitouch
 
 
 @dataclass(frozen=True)
@@ -27,5 +27,7 @@ class Kind:
 KINDS: dict[str, Kind] = {
     k.name: k for k in (
         Kind(battery.KIND, battery.SCHEMA, battery.check, battery.build, battery.claims),
+        Kind(multitouch.KIND, multitouch.SCHEMA, multitouch.check, multitouch.build,
+             multitouch.claims),
     )
 }
