@@ -1,0 +1,256 @@
+"""The generated USB touchscreens end to end: a real Linux guest under TCG.
+
+Each multitouch spec in devspecs/ is booted on its own VM (qemu-xhci + the
+device); the guest's hid-multitouch driver must bind it in the Win8 group, and
+touches sent with QMP input-send-event must come out of the guest's
+/dev/input/event* as the right multitouch protocol B events, read by the agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from generator.ir import Multitouch
+from generator.main import check, spec_files
+from glue.agent_client import AgentClient
+from glue.profile import builtin_profile
+from glue.qemu import Qemu
+from glue.runtime import new_runtime_dir
+
+pytestmark = pytest.mark.e2e
+
+EV_SYN, EV_KEY, EV_ABS = 0, 1, 3
+ABS_X, ABS_Y = 0x00, 0x01
+ABS_MT_SLOT, ABS_MT_POSITION_X, ABS_MT_POSITION_Y = 0x2F, 0x35, 0x36
+ABS_MT_TRACKING_ID, ABS_MT_DISTANCE, ABS_MT_TOOL_TYPE = 0x39, 0x3B, 0x37
+MT_TOOL_PALM = 2
+BTN_TOUCH, BTN_LEFT, BTN_RIGHT, BTN_MIDDLE = 0x14A, 0x110, 0x111, 0x112
+INPUT_PROP_DIRECT = 1 << 1
+
+DEVICES = [d for d in check(spec_files()) if isinstance(d, Multitouch)]
+
+
+def scaled(value: int, lo: int, hi: int) -> int:
+    """QEMU's qemu_input_scale_axis() from 0..0x7fff to the spec's range."""
+    return value * (hi - lo) // 0x7FFF + lo
+
+
+@dataclasses.dataclass
+class Touch:
+    """A booted VM with one touch device, and where the guest shows it."""
+
+    spec: Multitouch
+    vm: Qemu
+    agent: AgentClient
+    hid: str                  # /sys/bus/hid/devices/...
+    touch_event: str          # /dev/input/eventN of the touch collection
+    touch_input: str          # /sys/class/input/inputN
+    mouse_event: str | None
+
+    def send(self, *events: dict) -> None:
+        self.vm.cmd("input-send-event", events=list(events))
+
+    def xy(self, x: int, y: int) -> tuple[int, int]:
+        s = self.spec
+        return (scaled(x, s.x.logical_min, s.x.logical_max),
+                scaled(y, s.y.logical_min, s.y.logical_max))
+
+
+def mtt(kind: str, slot: int, tid: int, axis: str = "x", value: int = 0) -> dict:
+    return {"type": "mtt", "data": {"type": kind, "slot": slot, "tracking-id": tid,
+                                    "axis": axis, "value": value}}
+
+
+def down(slot: int, tid: int, x: int, y: int, kind: str = "begin") -> list[dict]:
+    return [mtt(kind, slot, tid), mtt("data", slot, tid, "x", x),
+            mtt("data", slot, tid, "y", y)]
+
+
+def btn(button: str, is_down: bool) -> dict:
+    return {"type": "btn", "data": {"button": button, "down": is_down}}
+
+
+def find_input_devices(agent: AgentClient, hid: str) -> dict[str, tuple[str, str]]:
+    """{input name: (/sys/class/input/inputN, /dev/input/eventM)} below a HID device."""
+    out = agent.sh(f"for i in {hid}/input/input*; do "
+                   "echo \"$i|$(cat $i/name)|$(ls $i | grep '^event')\"; done").output
+    found = {}
+    for line in out.splitlines():
+        if line.count("|") == 2:
+            path, name, event = line.split("|")
+            found[name] = (path, f"/dev/input/{event}")
+    return found
+
+
+@pytest.fixture(scope="module", params=DEVICES, ids=lambda d: d.name)
+def touch(request, build_outputs, guest_image):
+    spec: Multitouch = request.param
+    config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg")
+    config = dataclasses.replace(config, devices=config.devices + (
+        "qemu-xhci,id=xhci", f"{spec.qom_type},id=touch,bus=xhci.0"))
+    with Qemu(config, new_runtime_dir(f"test-{spec.name}")) as vm:
+        agent = AgentClient(str(vm.agent_socket), connect_timeout=30)
+        agent.wait_ready(timeout=180)
+        ident = f"0003:{spec.vendor_id:04X}:{spec.product_id:04X}"
+        deadline = time.monotonic() + 30
+        while True:
+            hids = [h for h in agent.ls("/sys/bus/hid/devices") if h.startswith(ident)]
+            if hids and agent.sh(f"ls /sys/bus/hid/devices/{hids[0]}/input").status == 0:
+                break
+            assert time.monotonic() < deadline, "the guest never saw the HID device"
+            time.sleep(0.5)
+        hid = f"/sys/bus/hid/devices/{hids[0]}"
+        inputs = find_input_devices(agent, hid)
+        name = f"{spec.manufacturer} {spec.product}"
+        assert name in inputs, inputs
+        mouse = inputs.get(f"{name} Mouse")
+        yield Touch(spec, vm, agent, hid, inputs[name][1], inputs[name][0],
+                    mouse[1] if mouse else None)
+        agent.close()
+
+
+def frames(events) -> list[tuple]:
+    """Replays protocol-B events; the contact state at every SYN_REPORT, with
+    consecutive duplicates (repeat reports) folded: (BTN_TOUCH, contacts...).
+
+    Like evdev, a slot keeps its last axis values across contacts (the kernel
+    only sends values that changed), so the replay starts from that state."""
+    axes = {ABS_MT_POSITION_X: 0, ABS_MT_POSITION_Y: 1, ABS_MT_DISTANCE: 2}
+    last: dict[int, list] = {}
+    live: set[int] = set()
+    cur, touch_btn, out = 0, 0, []
+    for e in events:
+        if e.type == EV_ABS and e.code == ABS_MT_SLOT:
+            cur = e.value
+        elif e.type == EV_ABS and e.code == ABS_MT_TRACKING_ID:
+            (live.discard if e.value < 0 else live.add)(cur)
+        elif e.type == EV_ABS and e.code in axes:
+            last.setdefault(cur, [None, None, 0])[axes[e.code]] = e.value
+        elif e.type == EV_KEY and e.code == BTN_TOUCH:
+            touch_btn = e.value
+        elif e.type == EV_SYN and e.code == 0:
+            state = (touch_btn, *sorted((n, *last.get(n, [None, None, 0])) for n in live))
+            if not out or out[-1] != state:
+                out.append(state)
+    return out
+
+
+def collect(t: Touch, steps: list[list[dict]], settle: float = 0.4) -> list:
+    """Sends each step (one QMP command = one input frame) and returns the
+    guest's events from the touch device's event node."""
+    t.agent.ev_start(0, t.touch_event)
+    try:
+        for step in steps:
+            t.send(*step)
+            time.sleep(settle)
+        return t.agent.ev_take(0, 10000, 1500)
+    finally:
+        t.agent.ev_stop(0)
+
+
+def test_guest_binds_hid_multitouch_win8(touch):
+    agent = touch.agent
+    assert "g0004" in agent.read(f"{touch.hid}/modalias")     # HID_GROUP_MULTITOUCH_WIN_8
+    assert agent.sh(f"readlink {touch.hid}/driver").output.strip().endswith(
+        "/hid-multitouch")
+    props = int(agent.read(f"{touch.touch_input}/properties").strip(), 16)
+    assert props & INPUT_PROP_DIRECT
+    abs_caps = int(agent.read(f"{touch.touch_input}/capabilities/abs").split()[-1], 16)
+    assert abs_caps & (1 << ABS_MT_POSITION_X) and abs_caps & (1 << ABS_MT_TRACKING_ID)
+    assert abs_caps & (1 << ABS_MT_DISTANCE)          # In Range -> hover support
+    assert (touch.mouse_event is not None) == bool(touch.spec.mouse_buttons)
+
+
+def test_two_finger_gesture(touch):
+    a1, b1, a2, b2 = (1000, 2000), (30000, 25000), (5000, 6000), (26000, 20000)
+    events = collect(touch, [
+        down(0, 10, *a1),
+        down(1, 11, *b1),
+        down(0, 10, *a2, kind="update") + down(1, 11, *b2, kind="update"),
+        [mtt("end", 0, -1)],
+        [mtt("end", 1, -1)],
+    ])
+    codes = {(e.type, e.code) for e in events}
+    for code in (ABS_MT_SLOT, ABS_MT_TRACKING_ID, ABS_MT_POSITION_X, ABS_MT_POSITION_Y):
+        assert (EV_ABS, code) in codes
+    assert (EV_KEY, BTN_TOUCH) in codes
+    xy = touch.xy
+    assert frames(events) == [
+        (1, (0, *xy(*a1), 0)),
+        (1, (0, *xy(*a1), 0), (1, *xy(*b1), 0)),
+        (1, (0, *xy(*a2), 0), (1, *xy(*b2), 0)),
+        (1, (1, *xy(*b2), 0)),
+        (0,),
+    ]
+
+
+def test_lifted_contact_released_once_and_held_contact_kept(touch):
+    """A held finger stays down well past hid-multitouch's 100 ms sticky-finger
+    timeout (the device repeats its report); a cancel (Confidence off) is
+    released as a palm; a tap after it is an ordinary finger again."""
+    events = collect(touch, [down(0, 20, 16000, 16000), [], [mtt("cancel", 0, -1)],
+                             down(0, 21, 100, 100), [mtt("end", 0, -1)]], settle=0.6)
+    ids = [e.value for e in events if e.type == EV_ABS and e.code == ABS_MT_TRACKING_ID]
+    assert len(ids) == 4 and ids[0] >= 0 and ids[1] == -1 and ids[3] == -1, ids
+    tools = [e.value for e in events if e.type == EV_ABS and e.code == ABS_MT_TOOL_TYPE]
+    assert tools[:1] == [MT_TOOL_PALM], tools
+    assert frames(events)[-1] == (0,)
+
+
+def test_hover(touch):
+    if not touch.spec.hover:
+        pytest.skip(f"{touch.spec.spec_path} has hover: false")
+    events = collect(touch, [
+        down(0, 30, 8000, 9000) + [btn("touch", False)],          # in range, no tip
+        down(0, 30, 8000, 9000, kind="update") + [btn("touch", True)],
+        [mtt("end", 0, -1)],
+    ])
+    xy = touch.xy(8000, 9000)
+    states = [s for s in frames(events)]
+    assert len(states) >= 3 and (states[0][1][3], states[1][1][3]) == (1, 0), states
+    assert states[0][1][1:3] == xy and states[-1] == (0,)
+
+
+def test_no_hover_without_spec(touch):
+    if touch.spec.hover:
+        pytest.skip(f"{touch.spec.spec_path} has hover: true")
+    events = collect(touch, [down(0, 31, 8000, 9000) + [btn("touch", False)],
+                             [mtt("end", 0, -1)]])
+    assert all(e.value == 0 for e in events if e.type == EV_ABS and e.code == ABS_MT_DISTANCE)
+    assert frames(events)[0][0] == 1             # still a touch, not a hover
+
+
+def test_mouse_buttons(touch):
+    if not touch.spec.mouse_buttons:
+        pytest.skip(f"{touch.spec.spec_path} has no mouse collection")
+    agent = touch.agent
+    agent.ev_start(1, touch.mouse_event)
+    try:
+        touch.send({"type": "abs", "data": {"axis": "x", "value": 12000}},
+                   {"type": "abs", "data": {"axis": "y", "value": 24000}})
+        for name in ("left", "right", "middle"):
+            touch.send(btn(name, True))
+            touch.send(btn(name, False))
+        time.sleep(0.5)
+        events = agent.ev_take(1, 1000, 1500)
+    finally:
+        agent.ev_stop(1)
+    keys = [(e.code, e.value) for e in events if e.type == EV_KEY]
+    assert keys == [(BTN_LEFT, 1), (BTN_LEFT, 0), (BTN_RIGHT, 1), (BTN_RIGHT, 0),
+                    (BTN_MIDDLE, 1), (BTN_MIDDLE, 0)]
+    absolute = {e.code: e.value for e in events if e.type == EV_ABS}
+    assert absolute == {ABS_X: 12000, ABS_Y: 24000}
+
+
+def test_bad_slots_and_values_are_ignored(touch):
+    events = collect(touch, [
+        [mtt("begin", 42, 1), mtt("data", -1, 1, "x", 5), mtt("end", 7, -1)],
+        down(0, 40, 10 ** 9, -(10 ** 9)),          # clamped to the axis ends
+        [mtt("end", 0, -1)],
+    ])
+    assert touch.vm.cmd("query-status")["status"] == "running"
+    x, y = touch.xy(0x7FFF, 0)
+    assert frames(events) == [(1, (0, x, y, 0)), (0,)]
