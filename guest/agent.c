@@ -33,6 +33,9 @@
  *   hold KEY VALUE       -> keeps VALUE (raw rest of line) under KEY in agent memory
  *   recall KEY           -> the VALUE held under KEY, err if none
  *   uname                -> sysname, nodename, release, version, machine; one per line
+ *   usbfuzz PATH COUNT SEED
+ *                        -> sends malformed USB control requests to a usbfs device
+ *                           (see verb_usbfuzz); "sent N ok A stall B timeout C other D"
  *   in SIZE PORT         -> reads an I/O port with a SIZE-byte access (1, 2 or 4);
  *                           payload = the value as 0x%x (x86 only)
  *   out SIZE PORT VALUE  -> writes VALUE to an I/O port with a SIZE-byte access
@@ -61,10 +64,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/input.h>
+#include <linux/usbdevice_fs.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -715,6 +721,113 @@ static int verb_evstop(char *args, struct buf *out)
     return 0;
 }
 
+/* ---- USB control-request fuzzing ---------------------------------------- */
+
+/*
+ * usbfuzz PATH COUNT SEED: detaches the kernel driver from interface 0 of the
+ * usbfs device PATH (/dev/bus/usb/BBB/DDD), sends every HID class request
+ * (GET/SET_REPORT, GET/SET_IDLE, GET/SET_PROTOCOL and unknown ones) with odd
+ * report types, IDs and lengths 0..4096, then COUNT pseudo-random requests of
+ * every request type; reattaches the driver. Requests that would change the
+ * device's address, configuration or alternate setting behind the kernel's
+ * back are not sent. Payload: "sent N ok A stall B timeout C other D".
+ */
+static uint32_t fuzz_rand(uint32_t *state)
+{
+    *state = *state * 1103515245u + 12345u;
+    return *state >> 8;
+}
+
+static int fuzz_skip(uint8_t type, uint8_t request)
+{
+    /* standard SET_ADDRESS, SET_CONFIGURATION, SET_INTERFACE */
+    return (type & 0x60) == 0 &&
+           (request == 5 || request == 9 || request == 11);
+}
+
+static int verb_usbfuzz(char *args, struct buf *out)
+{
+    static const uint16_t lengths[] = {0, 1, 2, 3, 4, 7, 64, 255, 256, 257, 258,
+                                       1024, 4095, 4096};
+    static const uint16_t values[] = {0x0000, 0x0100, 0x0101, 0x0102, 0x0105,
+                                      0x0200, 0x0201, 0x0300, 0x0301, 0x0303,
+                                      0x0304, 0x0305, 0x0306, 0x03ff, 0x0400,
+                                      0x2100, 0x2200, 0x2201, 0xffff};
+    static const uint8_t class_types[] = {0x21, 0xa1, 0x20, 0xa0, 0x22, 0xa2};
+    static unsigned char data[4096];
+    char *count_s = args ? split_word(args) : NULL;
+    char *seed_s = count_s ? split_word(count_s) : NULL;
+    long count, sent = 0, ok = 0, stall = 0, timeout = 0, other = 0;
+    uint32_t state;
+    unsigned int ifno = 0;
+    struct usbdevfs_ioctl detach = {.ifno = 0, .ioctl_code = USBDEVFS_DISCONNECT};
+    struct usbdevfs_ioctl attach = {.ifno = 0, .ioctl_code = USBDEVFS_CONNECT};
+    int fd;
+
+    if (!args || !count_s || !seed_s)
+        return fail(out, "usage: usbfuzz PATH COUNT SEED");
+    count = strtol(count_s, NULL, 10);
+    state = (uint32_t)strtoul(seed_s, NULL, 10);
+    if (count < 0 || count > 1000000)
+        return fail(out, "COUNT must be 0..1000000");
+    fd = open(args, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return fail_errno(out, "open", args);
+    ioctl(fd, USBDEVFS_IOCTL, &detach);     /* fails if no driver: fine */
+    if (ioctl(fd, USBDEVFS_CLAIMINTERFACE, &ifno) < 0) {
+        int e = errno;
+        ioctl(fd, USBDEVFS_IOCTL, &attach);
+        close(fd);
+        return fail(out, "claim interface 0: %s", strerror(e));
+    }
+    for (long i = 0;; i++) {
+        struct usbdevfs_ctrltransfer ct = {.timeout = 500, .data = data};
+        size_t n_class = sizeof(class_types) * 16 * (sizeof(values) / 2) *
+                         (sizeof(lengths) / 2);
+
+        if ((size_t)i < n_class) {
+            size_t k = (size_t)i;
+            ct.wLength = lengths[k % (sizeof(lengths) / 2)];
+            k /= sizeof(lengths) / 2;
+            ct.wValue = values[k % (sizeof(values) / 2)];
+            k /= sizeof(values) / 2;
+            ct.bRequest = k % 16;
+            ct.bRequestType = class_types[k / 16];
+        } else if ((size_t)i < n_class + (size_t)count) {
+            ct.bRequestType = fuzz_rand(&state);
+            ct.bRequest = fuzz_rand(&state) % 4 ? fuzz_rand(&state) % 16
+                                                 : fuzz_rand(&state);
+            ct.wValue = fuzz_rand(&state) % 2 ? values[fuzz_rand(&state) % 19]
+                                              : fuzz_rand(&state);
+            ct.wIndex = fuzz_rand(&state) % 3 ? 0 : fuzz_rand(&state);
+            ct.wLength = lengths[fuzz_rand(&state) % (sizeof(lengths) / 2)];
+        } else {
+            break;
+        }
+        if (fuzz_skip(ct.bRequestType, ct.bRequest))
+            continue;
+        for (unsigned j = 0; j < ct.wLength; j++)
+            data[j] = (unsigned char)fuzz_rand(&state);
+        if (ct.wLength >= 1)
+            data[0] = ct.wValue & 0xff;          /* often a valid report ID */
+        sent++;
+        if (ioctl(fd, USBDEVFS_CONTROL, &ct) >= 0)
+            ok++;
+        else if (errno == EPIPE)
+            stall++;
+        else if (errno == ETIMEDOUT)
+            timeout++;
+        else
+            other++;
+    }
+    ioctl(fd, USBDEVFS_RELEASEINTERFACE, &ifno);
+    ioctl(fd, USBDEVFS_IOCTL, &attach);
+    close(fd);
+    buf_printf(out, "sent %ld ok %ld stall %ld timeout %ld other %ld", sent, ok,
+               stall, timeout, other);
+    return 0;
+}
+
 static const struct verb {
     const char *name;
     int (*handler)(char *args, struct buf *out);
@@ -724,7 +837,7 @@ static const struct verb {
     {"recall", verb_recall}, {"uname", verb_uname},
     {"in", verb_in},       {"out", verb_out},
     {"events", verb_events}, {"evstart", verb_evstart}, {"evtake", verb_evtake},
-    {"evstop", verb_evstop},
+    {"evstop", verb_evstop}, {"usbfuzz", verb_usbfuzz},
 };
 
 /* ---- request loop --------------------------------------------------------- */

@@ -254,3 +254,39 @@ def test_bad_slots_and_values_are_ignored(touch):
     assert touch.vm.cmd("query-status")["status"] == "running"
     x, y = touch.xy(0x7FFF, 0)
     assert frames(events) == [(1, (0, x, y, 0)), (0,)]
+
+
+def usbfs_node(t: Touch) -> str:
+    out = t.agent.sh(
+        "for d in /sys/bus/usb/devices/*; do [ -f $d/idVendor ] && "
+        "echo $(cat $d/idVendor):$(cat $d/idProduct) $(cat $d/busnum) $(cat $d/devnum); "
+        "done").output
+    for line in out.splitlines():
+        ident, bus, dev = line.split()
+        if ident == f"{t.spec.vendor_id:04x}:{t.spec.product_id:04x}":
+            return f"/dev/bus/usb/{int(bus):03d}/{int(dev):03d}"
+    raise AssertionError(f"USB device not found:\n{out}")
+
+
+def test_malformed_control_requests_keep_qemu_alive(touch):
+    """Every HID class request with odd types, report IDs and lengths 0..4096,
+    then random requests of every type, from the guest through usbfs."""
+    result = touch.agent.call("usbfuzz", usbfs_node(touch), "5000", "1", timeout=600)
+    counts = dict(zip(result.split()[::2], map(int, result.split()[1::2])))
+    assert counts["sent"] > 20000 and counts["stall"] > 0 and counts["ok"] > 0, counts
+    assert touch.vm.alive()
+    assert touch.vm.cmd("query-status")["status"] == "running"
+    # the guest driver is attached again and the panel still works
+    deadline = time.monotonic() + 30
+    name = f"{touch.spec.manufacturer} {touch.spec.product}"
+    while True:
+        hids = touch.agent.ls("/sys/bus/hid/devices")
+        inputs = find_input_devices(touch.agent, f"/sys/bus/hid/devices/{hids[-1]}") \
+            if hids else {}
+        if name in inputs:
+            break
+        assert time.monotonic() < deadline, "hid-multitouch did not bind again"
+        time.sleep(0.5)
+    touch.touch_event = inputs[name][1]
+    events = collect(touch, [down(0, 50, 4000, 4000), [mtt("end", 0, -1)]])
+    assert frames(events) == [(1, (0, *touch.xy(4000, 4000), 0)), (0,)]
