@@ -256,6 +256,39 @@ def test_bad_slots_and_values_are_ignored(touch):
     assert frames(events) == [(1, (0, x, y, 0)), (0,)]
 
 
+def test_migration_keeps_a_held_contact(touch, build_outputs, guest_image, tmp_path):
+    """Migrate with a finger down: the guest keeps the contact across the move
+    (the destination repeats it from the migrated device state, so the guest
+    never times it out) and lifting it on the destination releases it."""
+    t = touch
+    t.agent.ev_start(2, t.touch_event)        # the open fd moves with guest RAM
+    t.send(*down(0, 60, 20000, 10000))
+    time.sleep(0.3)
+    state = tmp_path / "state"
+    t.vm.cmd("migrate", uri=f"exec:cat > {state}")
+    try:
+        deadline = time.monotonic() + 120
+        while t.vm.cmd("query-migrate").get("status") != "completed":
+            assert time.monotonic() < deadline, t.vm.cmd("query-migrate")
+            time.sleep(0.2)
+        config = dataclasses.replace(t.vm.config, extra=("-incoming", f"exec:cat {state}"))
+        with Qemu(config, new_runtime_dir("test-touch-incoming")) as target:
+            agent = AgentClient(str(target.agent_socket), connect_timeout=30)
+            agent.wait_ready(timeout=60)
+            time.sleep(1.0)    # ten times hid-multitouch's sticky-finger timeout
+            target.cmd("input-send-event", events=[mtt("end", 0, -1)])
+            time.sleep(0.4)
+            events = agent.ev_take(2, 10000, 1000)
+            agent.ev_stop(2)
+            agent.close()
+    finally:
+        t.vm.cmd("cont")
+        t.agent.ev_stop(2)
+    ids = [e.value for e in events if e.type == EV_ABS and e.code == ABS_MT_TRACKING_ID]
+    assert len(ids) == 2 and ids[0] >= 0 and ids[1] == -1, ids
+    assert frames(events) == [(1, (0, *t.xy(20000, 10000), 0)), (0,)]
+
+
 def usbfs_node(t: Touch) -> str:
     out = t.agent.sh(
         "for d in /sys/bus/usb/devices/*; do [ -f $d/idVendor ] && "
