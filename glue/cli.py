@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import threading
 import shutil
 import sys
 import time
@@ -19,6 +20,7 @@ from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
 from .profile import READY_MARKER, BuildOutputs, ProfileError, builtin_profile
 from .qemu import Qemu, QemuError, VmConfig
 from .runtime import new_runtime_dir
+from .touch_bridge import TouchBridge
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,9 +36,42 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="host power supply sysfs directory")
     p.add_argument("--interval", type=float, default=1.0,
                    help="seconds between battery bridge updates")
+    p.add_argument("--touch-from", metavar="EVDEV", default=None,
+                   help="forward a host touchscreen (/dev/input/eventN, or a pipe of "
+                   "struct input_event records) to the VM's touchscreen")
+    p.add_argument("--touch-range", metavar="X0:X1,Y0:Y1", type=_touch_range,
+                   default=None, help="the source's axis ranges, for a source that is "
+                   "not an evdev device (a pipe or file)")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: run until Ctrl-C; "
                    "demo: 30)")
+
+
+def _touch_range(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    try:
+        x, y = text.split(",")
+        (x0, x1), (y0, y1) = (tuple(int(v) for v in part.split(":")) for part in (x, y))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not X0:X1,Y0:Y1 "
+                                         "(e.g. 0:4095,0:2303)") from None
+    if x1 <= x0 or y1 <= y0:
+        raise argparse.ArgumentTypeError(f"{text!r}: each range must be increasing")
+    return (x0, x1), (y0, y1)
+
+
+def _start_touch_bridge(args: argparse.Namespace, vm: Qemu):
+    """(bridge, thread, stop event), or None without --touch-from."""
+    if not args.touch_from:
+        return None
+    ranges = args.touch_range or (None, None)
+    bridge = TouchBridge(args.touch_from, vm.cmd, *ranges)
+    stop = threading.Event()
+    thread = threading.Thread(target=bridge.run, args=(stop,), name="touch-bridge",
+                              daemon=True)
+    thread.start()
+    _log("touch-bridge", source=args.touch_from,
+         kind="evdev" if bridge.is_evdev else "records")
+    return bridge, thread, stop
 
 
 def _source(args: argparse.Namespace) -> PowerSource:
@@ -113,6 +148,7 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
         with Qemu(config, rundir) as vm:
             _log("qmp-connected", seconds=f"{time.monotonic() - t0:.2f}")
             bridge = BatteryBridge(vm, _source(args))
+            touch = _start_touch_bridge(args, vm)
             agent = AgentClient(str(vm.agent_socket)) if show_guest else None
             if agent is not None:
                 agent.wait_ready(timeout=120)
@@ -131,7 +167,11 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
                 print(line, flush=True)
                 time.sleep(args.interval)
             _log("stop", reason="duration reached")
-    except (QemuError, AgentError, OSError) as exc:
+            if touch is not None:
+                touch[2].set()
+                touch[1].join(timeout=5)
+                _log("touch-bridge-stats", **touch[0].stats)
+    except (QemuError, AgentError, OSError, ValueError) as exc:
         print(f"tabvm: error: {exc}", file=sys.stderr)
         return 1
     finally:

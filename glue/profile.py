@@ -42,14 +42,18 @@ class BuildOutputs:
                 raise ProfileError(f"{path} missing: run `tabvm build` first")
 
 
+TOUCH_DEVICES = ("qemu-xhci,id=xhci", "tabvm-touchscreen,id=touch,bus=xhci.0")
+
+
 def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: str,
-                    memory: str = "512M") -> VmConfig:
+                    memory: str = "512M", touch: bool = True) -> VmConfig:
+    """The test guest with the battery and (``touch``) the touchscreen."""
     outputs.check()
     return VmConfig(
         qemu=outputs.qemu, firmware_dir=outputs.firmware, kernel=kernel, initrd=initrd,
         append=APPEND, memory=memory, accel=accel,
         acpi_tables=(outputs.aml("battery"),),
-        devices=("tabvm-battery,id=battery",),
+        devices=("tabvm-battery,id=battery", *(TOUCH_DEVICES if touch else ())),
     )
 
 

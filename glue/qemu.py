@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class Qemu:
     proc: subprocess.Popen | None = None
     qmp: QEMUMonitorProtocol | None = None
     log: Path = field(init=False)
+    lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.log = self.rundir / "qemu.log"
@@ -104,9 +106,10 @@ class Qemu:
 
     def cmd(self, name: str, **args: Any) -> Any:
         """Run a QMP command; raise QemuError with QEMU's message on failure."""
-        if self.qmp is None:
-            raise QemuError("QEMU is not running")
-        resp = self.qmp.cmd_raw(name, args or None)
+        with self.lock:                # bridges call from their own threads
+            if self.qmp is None:
+                raise QemuError("QEMU is not running")
+            resp = self.qmp.cmd_raw(name, args or None)
         if "error" in resp:
             raise QemuError(resp["error"].get("desc", str(resp["error"])))
         return resp.get("return")

@@ -21,7 +21,8 @@ that changed in the frame, in slot order::
     {"type": "mtt", "data": {"type": "data", ..., "axis": "y", "value": Y}}
 
 - ``begin``: the slot got a tracking ID (a new contact); ``end``: it lost it
-  (tracking ID -1), and the record carries the ID of the contact that ended; a
+  (tracking ID -1), and the record carries tracking ID -1 as QEMU's own touch
+  code does (virtio-multitouch passes it to the guest as the release); a
   slot whose tracking ID changes within one frame gives ``end`` then ``begin``;
   ``update``: the contact moved (or its hover distance changed).
 - ``axis``/``value`` are mandatory in QEMU's InputMultiTouchEvent, so

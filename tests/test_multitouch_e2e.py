@@ -88,7 +88,8 @@ def find_input_devices(agent: AgentClient, hid: str) -> dict[str, tuple[str, str
 @pytest.fixture(scope="module", params=DEVICES, ids=lambda d: d.name)
 def touch(request, build_outputs, guest_image):
     spec: Multitouch = request.param
-    config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg")
+    config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg",
+                             touch=False)
     config = dataclasses.replace(config, devices=config.devices + (
         "qemu-xhci,id=xhci", f"{spec.qom_type},id=touch,bus=xhci.0"))
     with Qemu(config, new_runtime_dir(f"test-{spec.name}")) as vm:
@@ -128,11 +129,11 @@ def frames(events) -> list[tuple]:
         elif e.type == EV_ABS and e.code == ABS_MT_TRACKING_ID:
             (live.discard if e.value < 0 else live.add)(cur)
         elif e.type == EV_ABS and e.code in axes:
-            last.setdefault(cur, [None, None, 0])[axes[e.code]] = e.value
+            last.setdefault(cur, [0, 0, 0])[axes[e.code]] = e.value
         elif e.type == EV_KEY and e.code == BTN_TOUCH:
             touch_btn = e.value
         elif e.type == EV_SYN and e.code == 0:
-            state = (touch_btn, *sorted((n, *last.get(n, [None, None, 0])) for n in live))
+            state = (touch_btn, *sorted((n, *last.get(n, [0, 0, 0])) for n in live))
             if not out or out[-1] != state:
                 out.append(state)
     return out
@@ -256,6 +257,56 @@ def test_bad_slots_and_values_are_ignored(touch):
     assert frames(events) == [(1, (0, x, y, 0)), (0,)]
 
 
+def test_host_touchscreen_bridge(touch):
+    """A host evdev stream (raw struct input_event records through a pipe; the
+    uinput variant is in test_touch_bridge.py) forwarded by glue.TouchBridge."""
+    import os
+    import struct
+    import threading
+
+    from glue.touch_bridge import TouchBridge
+
+    def rec(type_: int, code: int, value: int) -> bytes:
+        return struct.pack("llHHi", 0, 0, type_, code, value)
+
+    syn = rec(EV_SYN, 0, 0)
+    frames_in = [
+        [rec(EV_ABS, ABS_MT_SLOT, 0), rec(EV_ABS, ABS_MT_TRACKING_ID, 7),
+         rec(EV_ABS, ABS_MT_POSITION_X, 250), rec(EV_ABS, ABS_MT_POSITION_Y, 750),
+         rec(EV_KEY, BTN_TOUCH, 1)],
+        [rec(EV_ABS, ABS_MT_SLOT, 1), rec(EV_ABS, ABS_MT_TRACKING_ID, 8),
+         rec(EV_ABS, ABS_MT_POSITION_X, 999), rec(EV_ABS, ABS_MT_POSITION_Y, 0)],
+        [rec(EV_ABS, ABS_MT_SLOT, 0), rec(EV_ABS, ABS_MT_TRACKING_ID, -1)],
+        [rec(EV_ABS, ABS_MT_SLOT, 1), rec(EV_ABS, ABS_MT_TRACKING_ID, -1),
+         rec(EV_KEY, BTN_TOUCH, 0)],
+    ]
+    r, w = os.pipe()
+    bridge = TouchBridge(r, touch.vm.cmd, (0, 999), (0, 999))
+    stop = threading.Event()
+    thread = threading.Thread(target=bridge.run, args=(stop,), daemon=True)
+    touch.agent.ev_start(0, touch.touch_event)
+    try:
+        thread.start()
+        for frame in frames_in:
+            os.write(w, b"".join(frame) + syn)
+            time.sleep(0.4)
+        events = touch.agent.ev_take(0, 10000, 1500)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        touch.agent.ev_stop(0)
+        os.close(w)
+        os.close(r)
+    assert bridge.stats["sent"] == 4 and bridge.stats["qmp_errors"] == 0, bridge.stats
+
+    def host_to_guest(x: int, y: int) -> tuple[int, int]:
+        return touch.xy(x * 0x7FFF // 999, y * 0x7FFF // 999)
+
+    a, b = host_to_guest(250, 750), host_to_guest(999, 0)
+    assert frames(events) == [(1, (0, *a, 0)), (1, (0, *a, 0), (1, *b, 0)),
+                              (1, (1, *b, 0)), (0,)]
+
+
 def test_migration_keeps_a_held_contact(touch, build_outputs, guest_image, tmp_path):
     """Migrate with a finger down: the guest keeps the contact across the move
     (the destination repeats it from the migrated device state, so the guest
@@ -282,7 +333,8 @@ def test_migration_keeps_a_held_contact(touch, build_outputs, guest_image, tmp_p
             agent.ev_stop(2)
             agent.close()
     finally:
-        t.vm.cmd("cont")
+        t.vm.cmd("cont")                      # the source runs on: lift its finger too
+        t.send(mtt("end", 0, -1))
         t.agent.ev_stop(2)
     ids = [e.value for e in events if e.type == EV_ABS and e.code == ABS_MT_TRACKING_ID]
     assert len(ids) == 2 and ids[0] >= 0 and ids[1] == -1, ids
