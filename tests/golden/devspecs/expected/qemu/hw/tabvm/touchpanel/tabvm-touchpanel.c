@@ -344,7 +344,7 @@ static void tabvm_touchpanel_retire(TabvmTouchpanelState *s)
 
 static void tabvm_touchpanel_schedule(TabvmTouchpanelState *s)
 {
-    if (tabvm_touchpanel_any_active(s)) {
+    if (tabvm_touchpanel_any_active(s) || s->queue_count) {
         if (!timer_pending(s->repeat)) {
             timer_mod(s->repeat, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) +
                       MT_PERIOD_NS);
@@ -361,6 +361,9 @@ static void tabvm_touchpanel_repeat(void *opaque)
     /* Windows and hid-multitouch want reports while a finger is down. */
     if (tabvm_touchpanel_any_active(s) && s->queue_count == 0) {
         tabvm_touchpanel_queue_touch(s);
+    }
+    /* Kick the host controller while reports wait (also after migration). */
+    if (s->queue_count) {
         usb_wakeup(s->intr, 0);
     }
     tabvm_touchpanel_schedule(s);
@@ -677,6 +680,7 @@ static int tabvm_touchpanel_post_load(void *opaque, int version_id)
             return -EINVAL;
         }
     }
+    tabvm_touchpanel_schedule(s);
     return 0;
 }
 

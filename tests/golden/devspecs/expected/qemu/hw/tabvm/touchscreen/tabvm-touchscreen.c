@@ -363,7 +363,7 @@ static void tabvm_touchscreen_retire(TabvmTouchscreenState *s)
 
 static void tabvm_touchscreen_schedule(TabvmTouchscreenState *s)
 {
-    if (tabvm_touchscreen_any_active(s)) {
+    if (tabvm_touchscreen_any_active(s) || s->queue_count) {
         if (!timer_pending(s->repeat)) {
             timer_mod(s->repeat, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) +
                       MT_PERIOD_NS);
@@ -380,6 +380,9 @@ static void tabvm_touchscreen_repeat(void *opaque)
     /* Windows and hid-multitouch want reports while a finger is down. */
     if (tabvm_touchscreen_any_active(s) && s->queue_count == 0) {
         tabvm_touchscreen_queue_touch(s);
+    }
+    /* Kick the host controller while reports wait (also after migration). */
+    if (s->queue_count) {
         usb_wakeup(s->intr, 0);
     }
     tabvm_touchscreen_schedule(s);
@@ -728,6 +731,7 @@ static int tabvm_touchscreen_post_load(void *opaque, int version_id)
             return -EINVAL;
         }
     }
+    tabvm_touchscreen_schedule(s);
     return 0;
 }
 
