@@ -575,8 +575,10 @@ static long ms_since(const struct timespec *t0)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (long)(now.tv_sec - t0->tv_sec) * 1000L +
-           (now.tv_nsec - t0->tv_nsec) / 1000000L;
+    /* whole milliseconds, never rounded up (a deadline is never left early) */
+    long long ns = (long long)(now.tv_sec - t0->tv_sec) * 1000000000LL +
+                   (now.tv_nsec - t0->tv_nsec);
+    return (long)(ns / 1000000LL);
 }
 
 /* Parses "... MAX TIMEOUT_MS" off the end of args (which keeps the front). */
