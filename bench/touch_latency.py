@@ -27,12 +27,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from glue.agent_client import AgentClient  # noqa: E402
+from glue.evdev import EV_ABS, EV_KEY, input_devices  # noqa: E402
 from glue.profile import builtin_profile, default_outputs  # noqa: E402
 from glue.qemu import Qemu  # noqa: E402
 from glue.runtime import new_runtime_dir  # noqa: E402
 from tabvm.guest import build_guest  # noqa: E402
-
-EV_KEY, EV_ABS = 1, 3
 
 
 def mtt(kind: str, tid: int, axis: str = "x", value: int = 0) -> dict:
@@ -68,14 +67,11 @@ PEERS = (
 def event_node(agent: AgentClient, name: str) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        out = agent.sh("for i in /sys/class/input/input*; do "
-                       "echo \"$(cat $i/name)|$(ls $i | grep '^event')\"; done").output
-        for line in out.splitlines():
-            dev_name, _, event = line.partition("|")
-            if name in dev_name and not dev_name.endswith("Mouse") and event:
-                return f"/dev/input/{event}"
+        for dev_name, (_, event) in input_devices(agent).items():
+            if name in dev_name and not dev_name.endswith("Mouse"):
+                return event
         time.sleep(0.5)
-    raise RuntimeError(f"no input device named like {name!r}:\n{out}")
+    raise RuntimeError(f"no guest input device named like {name!r}")
 
 
 def percentile(values: list[float], p: float) -> float:

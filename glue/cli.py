@@ -16,6 +16,7 @@ from tabvm.guest import GuestBuildError
 from .accel import select_accel, wait_for_console
 from .agent_client import AgentClient, AgentError
 from .battery_bridge import BatteryBridge
+from .evdev import INPUT_PROP_DIRECT, contact_frames, input_devices
 from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
 from .profile import READY_MARKER, BuildOutputs, ProfileError, builtin_profile
 from .qemu import Qemu, QemuError, VmConfig
@@ -135,6 +136,41 @@ def _guest_power(agent: AgentClient) -> str:
             f"GPE count {gpe}")
 
 
+def _mtt(kind: str, slot: int, axis: str = "x", value: int = 0) -> dict:
+    return {"type": "mtt", "data": {"type": kind, "slot": slot,
+                                    "tracking-id": slot if kind != "end" else -1,
+                                    "axis": axis, "value": value}}
+
+
+def _show_touch(vm: Qemu, agent: AgentClient) -> None:
+    """Send a two-finger swipe over QMP; print what the guest's driver reported."""
+    touchscreens = [event for path, event in input_devices(agent).values()
+                    if int(agent.read(f"{path}/properties").strip() or "0", 16)
+                    & INPUT_PROP_DIRECT]
+    if not touchscreens:
+        print("touch: the guest has no touchscreen input device", flush=True)
+        return
+    frames_out = [
+        [e for s, x in ((0, 8000), (1, 24000))
+         for e in (_mtt("begin", s), _mtt("data", s, "x", x), _mtt("data", s, "y", 16000))],
+        [e for s, x in ((0, 12000), (1, 20000))
+         for e in (_mtt("update", s), _mtt("data", s, "x", x), _mtt("data", s, "y", 8000))],
+        [_mtt("end", 0), _mtt("end", 1)],
+    ]
+    agent.ev_start(0, touchscreens[0])
+    try:
+        for frame in frames_out:
+            vm.cmd("input-send-event", events=frame)
+            time.sleep(0.3)
+        seen = contact_frames(agent.ev_take(0, 10000, 1000))
+    finally:
+        agent.ev_stop(0)
+    shown = " -> ".join("+".join(f"({x},{y})" for _, x, y, _ in state[1:]) or "released"
+                        for state in seen)
+    print(f"touch: two-finger swipe sent over QMP -> guest {touchscreens[0]}: {shown}",
+          flush=True)
+
+
 def run(args: argparse.Namespace, show_guest: bool = False) -> int:
     try:
         config = _config(args)
@@ -153,6 +189,7 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
             if agent is not None:
                 agent.wait_ready(timeout=120)
                 _log("guest-ready", seconds=f"{time.monotonic() - t0:.2f}")
+                _show_touch(vm, agent)
             end = None if args.duration is None else time.monotonic() + args.duration
             while end is None or time.monotonic() < end:
                 if not vm.alive():

@@ -22,13 +22,12 @@ from glue.runtime import new_runtime_dir
 
 pytestmark = pytest.mark.e2e
 
-EV_SYN, EV_KEY, EV_ABS = 0, 1, 3
-ABS_X, ABS_Y = 0x00, 0x01
-ABS_MT_SLOT, ABS_MT_POSITION_X, ABS_MT_POSITION_Y = 0x2F, 0x35, 0x36
-ABS_MT_TRACKING_ID, ABS_MT_DISTANCE, ABS_MT_TOOL_TYPE = 0x39, 0x3B, 0x37
-MT_TOOL_PALM = 2
-BTN_TOUCH, BTN_LEFT, BTN_RIGHT, BTN_MIDDLE = 0x14A, 0x110, 0x111, 0x112
-INPUT_PROP_DIRECT = 1 << 1
+from glue.evdev import (
+    ABS_MT_DISTANCE, ABS_MT_POSITION_X, ABS_MT_POSITION_Y, ABS_MT_SLOT, ABS_MT_TOOL_TYPE,
+    ABS_MT_TRACKING_ID, ABS_X, ABS_Y, BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, BTN_TOUCH, EV_ABS,
+    EV_KEY, EV_SYN, INPUT_PROP_DIRECT, MT_TOOL_PALM, contact_frames as frames,
+    input_devices,
+)
 
 DEVICES = [d for d in check(spec_files()) if isinstance(d, Multitouch)]
 
@@ -73,18 +72,6 @@ def btn(button: str, is_down: bool) -> dict:
     return {"type": "btn", "data": {"button": button, "down": is_down}}
 
 
-def find_input_devices(agent: AgentClient, hid: str) -> dict[str, tuple[str, str]]:
-    """{input name: (/sys/class/input/inputN, /dev/input/eventM)} below a HID device."""
-    out = agent.sh(f"for i in {hid}/input/input*; do "
-                   "echo \"$i|$(cat $i/name)|$(ls $i | grep '^event')\"; done").output
-    found = {}
-    for line in out.splitlines():
-        if line.count("|") == 2:
-            path, name, event = line.split("|")
-            found[name] = (path, f"/dev/input/{event}")
-    return found
-
-
 @pytest.fixture(scope="module", params=DEVICES, ids=lambda d: d.name)
 def touch(request, build_outputs, guest_image):
     spec: Multitouch = request.param
@@ -104,39 +91,13 @@ def touch(request, build_outputs, guest_image):
             assert time.monotonic() < deadline, "the guest never saw the HID device"
             time.sleep(0.5)
         hid = f"/sys/bus/hid/devices/{hids[0]}"
-        inputs = find_input_devices(agent, hid)
+        inputs = input_devices(agent, hid)
         name = f"{spec.manufacturer} {spec.product}"
         assert name in inputs, inputs
         mouse = inputs.get(f"{name} Mouse")
         yield Touch(spec, vm, agent, hid, inputs[name][1], inputs[name][0],
                     mouse[1] if mouse else None)
         agent.close()
-
-
-def frames(events) -> list[tuple]:
-    """Replays protocol-B events; the contact state at every SYN_REPORT, with
-    consecutive duplicates (repeat reports) folded: (BTN_TOUCH, contacts...).
-
-    Like evdev, a slot keeps its last axis values across contacts (the kernel
-    only sends values that changed), so the replay starts from that state."""
-    axes = {ABS_MT_POSITION_X: 0, ABS_MT_POSITION_Y: 1, ABS_MT_DISTANCE: 2}
-    last: dict[int, list] = {}
-    live: set[int] = set()
-    cur, touch_btn, out = 0, 0, []
-    for e in events:
-        if e.type == EV_ABS and e.code == ABS_MT_SLOT:
-            cur = e.value
-        elif e.type == EV_ABS and e.code == ABS_MT_TRACKING_ID:
-            (live.discard if e.value < 0 else live.add)(cur)
-        elif e.type == EV_ABS and e.code in axes:
-            last.setdefault(cur, [0, 0, 0])[axes[e.code]] = e.value
-        elif e.type == EV_KEY and e.code == BTN_TOUCH:
-            touch_btn = e.value
-        elif e.type == EV_SYN and e.code == 0:
-            state = (touch_btn, *sorted((n, *last.get(n, [0, 0, 0])) for n in live))
-            if not out or out[-1] != state:
-                out.append(state)
-    return out
 
 
 def collect(t: Touch, steps: list[list[dict]], settle: float = 0.4) -> list:
@@ -366,7 +327,7 @@ def test_malformed_control_requests_keep_qemu_alive(touch):
     name = f"{touch.spec.manufacturer} {touch.spec.product}"
     while True:
         hids = touch.agent.ls("/sys/bus/hid/devices")
-        inputs = find_input_devices(touch.agent, f"/sys/bus/hid/devices/{hids[-1]}") \
+        inputs = input_devices(touch.agent, f"/sys/bus/hid/devices/{hids[-1]}") \
             if hids else {}
         if name in inputs:
             break
