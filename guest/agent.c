@@ -33,6 +33,10 @@
  *   hold KEY VALUE       -> keeps VALUE (raw rest of line) under KEY in agent memory
  *   recall KEY           -> the VALUE held under KEY, err if none
  *   uname                -> sysname, nodename, release, version, machine; one per line
+ *   usbclaim PATH        -> takes interface 0 of a usbfs device from its kernel driver
+ *   usbctl TYPE REQUEST VALUE INDEX LENGTH [HEX]
+ *                        -> one control transfer to it: "ok HEX" (IN data) or "stall"
+ *   usbrelease           -> gives the interface back (the driver binds again)
  *   usbfuzz PATH COUNT SEED
  *                        -> sends malformed USB control requests to a usbfs device
  *                           (see verb_usbfuzz); "sent N ok A stall B timeout C other D"
@@ -830,6 +834,104 @@ static int verb_usbfuzz(char *args, struct buf *out)
     return 0;
 }
 
+/*
+ * usbclaim PATH / usbctl TYPE REQUEST VALUE INDEX LENGTH [HEX] / usbrelease:
+ * take interface 0 of a usbfs device from its kernel driver, send control
+ * transfers to it, give it back (the driver binds again). Numbers may be hex
+ * (0x..); OUT data is HEX (LENGTH bytes). usbctl answers "ok HEX" with the IN
+ * data (empty for OUT), or "stall".
+ */
+static int usb_fd = -1;
+
+static int verb_usbclaim(char *path, struct buf *out)
+{
+    unsigned int ifno = 0;
+    struct usbdevfs_ioctl detach = {.ifno = 0, .ioctl_code = USBDEVFS_DISCONNECT};
+
+    if (!path || !*path)
+        return fail(out, "usage: usbclaim PATH");
+    if (usb_fd >= 0)
+        return fail(out, "a device is already claimed");
+    usb_fd = open(path, O_RDWR | O_CLOEXEC);
+    if (usb_fd < 0)
+        return fail_errno(out, "open", path);
+    ioctl(usb_fd, USBDEVFS_IOCTL, &detach);
+    if (ioctl(usb_fd, USBDEVFS_CLAIMINTERFACE, &ifno) < 0) {
+        int e = errno;
+        close(usb_fd);
+        usb_fd = -1;
+        return fail(out, "claim interface 0: %s", strerror(e));
+    }
+    return 0;
+}
+
+static int verb_usbrelease(char *args, struct buf *out)
+{
+    unsigned int ifno = 0;
+    struct usbdevfs_ioctl attach = {.ifno = 0, .ioctl_code = USBDEVFS_CONNECT};
+
+    (void)args;
+    (void)out;
+    if (usb_fd < 0)
+        return 0;
+    ioctl(usb_fd, USBDEVFS_RELEASEINTERFACE, &ifno);
+    ioctl(usb_fd, USBDEVFS_IOCTL, &attach);
+    close(usb_fd);
+    usb_fd = -1;
+    return 0;
+}
+
+static int verb_usbctl(char *args, struct buf *out)
+{
+    static unsigned char data[4096];
+    char *f[6] = {args};
+    unsigned long v[5];
+    int n = 1, r;
+
+    while (args && n < 6 && (f[n] = split_word(f[n - 1])) != NULL)
+        n++;
+    if (!args || n < 5)
+        return fail(out, "usage: usbctl TYPE REQUEST VALUE INDEX LENGTH [HEX]");
+    if (usb_fd < 0)
+        return fail(out, "no device claimed (usbclaim PATH first)");
+    for (int i = 0; i < 5; i++) {
+        char *end;
+        v[i] = strtoul(f[i], &end, 0);
+        if (*end)
+            return fail(out, "bad number %s", f[i]);
+    }
+    if (v[0] > 0xff || v[1] > 0xff || v[2] > 0xffff || v[3] > 0xffff ||
+        v[4] > sizeof(data))
+        return fail(out, "value out of range");
+    memset(data, 0, sizeof(data));
+    if (!(v[0] & 0x80) && v[4]) {
+        if (n < 6 || strlen(f[5]) != 2 * v[4])
+            return fail(out, "OUT transfer needs LENGTH bytes of HEX");
+        for (unsigned long i = 0; i < v[4]; i++) {
+            unsigned int byte;
+            if (sscanf(f[5] + 2 * i, "%2x", &byte) != 1)
+                return fail(out, "bad HEX");
+            data[i] = (unsigned char)byte;
+        }
+    }
+    struct usbdevfs_ctrltransfer ct = {
+        .bRequestType = v[0], .bRequest = v[1], .wValue = v[2], .wIndex = v[3],
+        .wLength = v[4], .timeout = 1000, .data = data,
+    };
+    r = ioctl(usb_fd, USBDEVFS_CONTROL, &ct);
+    if (r < 0 && errno == EPIPE) {
+        buf_str(out, "stall");
+        return 0;
+    }
+    if (r < 0)
+        return fail(out, "control transfer: %s", strerror(errno));
+    buf_str(out, "ok ");
+    if (v[0] & 0x80)
+        for (int i = 0; i < r; i++)
+            buf_printf(out, "%02x", data[i]);
+    return 0;
+}
+
 static const struct verb {
     const char *name;
     int (*handler)(char *args, struct buf *out);
@@ -840,6 +942,8 @@ static const struct verb {
     {"in", verb_in},       {"out", verb_out},
     {"events", verb_events}, {"evstart", verb_evstart}, {"evtake", verb_evtake},
     {"evstop", verb_evstop}, {"usbfuzz", verb_usbfuzz},
+    {"usbclaim", verb_usbclaim}, {"usbctl", verb_usbctl},
+    {"usbrelease", verb_usbrelease},
 };
 
 /* ---- request loop --------------------------------------------------------- */

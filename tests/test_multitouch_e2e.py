@@ -218,6 +218,49 @@ def test_bad_slots_and_values_are_ignored(touch):
     assert frames(events) == [(1, (0, x, y, 0)), (0,)]
 
 
+def test_hid_class_requests(touch):
+    """GET/SET_REPORT, GET/SET_IDLE, GET/SET_PROTOCOL and the report descriptor,
+    as the guest sees them through usbfs (the driver detached meanwhile)."""
+    d, agent = touch.spec, touch.agent
+
+    def ctl(type_: int, request: int, value: int, length: int, data: str = "") -> str:
+        return agent.call("usbctl", hex(type_), hex(request), hex(value), "0",
+                          str(length), *([data] if data else []))
+
+    agent.call("usbclaim", usbfs_node(touch))
+    try:
+        # the descriptor the guest reads is the generator's, byte for byte
+        assert ctl(0x81, 6, 0x2200, 4096) == "ok " + d.descriptor.hex()
+        assert ctl(0xA1, 1, 0x0300 | d.REPORT_MAX_COUNT, 64) == \
+            f"ok {d.REPORT_MAX_COUNT:02x}{d.contacts:02x}"
+        assert ctl(0xA1, 1, 0x0300 | d.REPORT_CERTIFICATION, 4096) == \
+            f"ok {d.REPORT_CERTIFICATION:02x}" + "00" * 256
+        assert ctl(0xA1, 1, 0x0300 | d.REPORT_CERTIFICATION, 10) == \
+            f"ok {d.REPORT_CERTIFICATION:02x}" + "00" * 9          # cut to wLength
+        mode = 0x0300 | d.REPORT_MODE
+        assert ctl(0x21, 9, mode, 3, f"{d.REPORT_MODE:02x}0203") == "ok "
+        assert ctl(0xA1, 1, mode, 3) == f"ok {d.REPORT_MODE:02x}0203"
+        touch_report = ctl(0xA1, 1, 0x0100 | d.REPORT_TOUCH, 4096)
+        assert touch_report.startswith(f"ok {d.REPORT_TOUCH:02x}")
+        assert len(bytes.fromhex(touch_report[3:])) == d.touch_report_size
+        assert ctl(0x21, 0x0A, 0x2500, 0) == "ok "                 # SET_IDLE 148 ms
+        assert ctl(0xA1, 2, 0, 1) == "ok 25"
+        assert ctl(0xA1, 3, 0, 1) == "ok 01"                       # report protocol
+        for bad in (
+            (0x21, 9, mode, 2, f"{d.REPORT_MODE:02x}02"),          # short SET_REPORT
+            (0x21, 9, mode, 3, "000203"),                          # wrong report ID
+            (0x21, 9, 0x0300 | d.REPORT_MAX_COUNT, 2, "030a"),     # read-only feature
+            (0xA1, 1, 0x0309, 64),                                 # no such report
+            (0xA1, 1, 0x0200 | d.REPORT_TOUCH, 64),                # no output reports
+            (0x21, 0x0B, 0, 0),                                    # boot protocol
+            (0x81, 6, 0x2100, 64),                                 # not a HID request
+        ):
+            assert ctl(*bad) == "stall", bad
+    finally:
+        agent.call("usbrelease")
+        rebound(touch)
+
+
 def test_host_touchscreen_bridge(touch):
     """A host evdev stream (raw struct input_event records through a pipe; the
     uinput variant is in test_touch_bridge.py) forwarded by glue.TouchBridge."""
@@ -302,6 +345,24 @@ def test_migration_keeps_a_held_contact(touch, build_outputs, guest_image, tmp_p
     assert frames(events) == [(1, (0, *t.xy(20000, 10000), 0)), (0,)]
 
 
+def rebound(t: Touch) -> None:
+    """Waits for hid-multitouch to bind the panel again (after usbfs took it)
+    and follows its new input nodes."""
+    deadline = time.monotonic() + 30
+    name = f"{t.spec.manufacturer} {t.spec.product}"
+    while True:
+        hids = t.agent.ls("/sys/bus/hid/devices")
+        inputs = input_devices(t.agent, f"/sys/bus/hid/devices/{hids[-1]}") if hids else {}
+        if name in inputs:
+            break
+        assert time.monotonic() < deadline, "hid-multitouch did not bind again"
+        time.sleep(0.5)
+    t.hid = f"/sys/bus/hid/devices/{hids[-1]}"
+    t.touch_input, t.touch_event = inputs[name]
+    mouse = inputs.get(f"{name} Mouse")
+    t.mouse_event = mouse[1] if mouse else None
+
+
 def usbfs_node(t: Touch) -> str:
     out = t.agent.sh(
         "for d in /sys/bus/usb/devices/*; do [ -f $d/idVendor ] && "
@@ -323,16 +384,6 @@ def test_malformed_control_requests_keep_qemu_alive(touch):
     assert touch.vm.alive()
     assert touch.vm.cmd("query-status")["status"] == "running"
     # the guest driver is attached again and the panel still works
-    deadline = time.monotonic() + 30
-    name = f"{touch.spec.manufacturer} {touch.spec.product}"
-    while True:
-        hids = touch.agent.ls("/sys/bus/hid/devices")
-        inputs = input_devices(touch.agent, f"/sys/bus/hid/devices/{hids[-1]}") \
-            if hids else {}
-        if name in inputs:
-            break
-        assert time.monotonic() < deadline, "hid-multitouch did not bind again"
-        time.sleep(0.5)
-    touch.touch_event = inputs[name][1]
+    rebound(touch)
     events = collect(touch, [down(0, 50, 4000, 4000), [mtt("end", 0, -1)]])
     assert frames(events) == [(1, (0, *touch.xy(4000, 4000), 0)), (0,)]
