@@ -34,6 +34,14 @@ def cmd_gen(args: argparse.Namespace) -> int:
     return gen(args.specs or spec_files(), args.out)
 
 
+def cmd_spec_doc(args: argparse.Namespace) -> int:
+    from generator.docs import reference
+    from generator.output import write_if_changed
+    target = REPO / "devspecs" / "README.md"
+    print(f"{target}: {'written' if write_if_changed(target, reference()) else 'up to date'}")
+    return 0
+
+
 def build(builddir: Path = BUILD_DIR) -> int:
     """meson setup (once) + meson compile: generate, ACPI, QEMU."""
     env = dict(os.environ)
@@ -87,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("specs", nargs="*", type=Path)
     s.add_argument("--out", type=Path, default=BUILD_DIR / "gen")
     s.set_defaults(func=cmd_gen)
+
+    s = sub.add_parser("spec-doc", help="rewrite devspecs/README.md from the schemas")
+    s.set_defaults(func=cmd_spec_doc)
 
     s = sub.add_parser("build", help="generate and build QEMU with the devices")
     s.add_argument("--builddir", type=Path, default=BUILD_DIR)
