@@ -28,15 +28,11 @@ sys.path.insert(0, str(REPO))
 
 from glue.agent_client import AgentClient  # noqa: E402
 from glue.evdev import EV_ABS, EV_KEY, input_devices  # noqa: E402
+from glue.qmp_input import abs_move, mtt  # noqa: E402
 from glue.profile import builtin_profile, default_outputs  # noqa: E402
 from glue.qemu import Qemu  # noqa: E402
 from glue.runtime import new_runtime_dir  # noqa: E402
 from tabvm.guest import build_guest  # noqa: E402
-
-
-def mtt(kind: str, tid: int, axis: str = "x", value: int = 0) -> dict:
-    return {"type": "mtt", "data": {"type": kind, "slot": 0, "tracking-id": tid,
-                                    "axis": axis, "value": value}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +44,12 @@ class Peer:
     def press(self, i: int) -> list[dict]:
         value = 8000 + (i % 2) * 16000
         if self.name == "usb-tablet":
-            return [{"type": "abs", "data": {"axis": "x", "value": value}},
-                    {"type": "abs", "data": {"axis": "y", "value": value}}]
-        return [mtt("begin", i), mtt("data", i, "x", value), mtt("data", i, "y", value)]
+            return [abs_move("x", value), abs_move("y", value)]
+        return [mtt("begin", 0, i), mtt("data", 0, i, "x", value),
+                mtt("data", 0, i, "y", value)]
 
     def release(self, i: int) -> list[dict] | None:
-        return None if self.name == "usb-tablet" else [mtt("end", -1)]
+        return None if self.name == "usb-tablet" else [mtt("end", 0, -1)]
 
 
 PEERS = (

@@ -17,6 +17,7 @@ from .accel import select_accel, wait_for_console
 from .agent_client import AgentClient, AgentError
 from .battery_bridge import BatteryBridge
 from .evdev import INPUT_PROP_DIRECT, contact_frames, input_devices
+from .qmp_input import mtt, touch_frame
 from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
 from .profile import READY_MARKER, BuildOutputs, ProfileError, builtin_profile
 from .qemu import Qemu, QemuError, VmConfig
@@ -136,12 +137,6 @@ def _guest_power(agent: AgentClient) -> str:
             f"GPE count {gpe}")
 
 
-def _mtt(kind: str, slot: int, axis: str = "x", value: int = 0) -> dict:
-    return {"type": "mtt", "data": {"type": kind, "slot": slot,
-                                    "tracking-id": slot if kind != "end" else -1,
-                                    "axis": axis, "value": value}}
-
-
 def _show_touch(vm: Qemu, agent: AgentClient) -> None:
     """Send a two-finger swipe over QMP; print what the guest's driver reported."""
     touchscreens = [event for path, event in input_devices(agent).values()
@@ -151,11 +146,9 @@ def _show_touch(vm: Qemu, agent: AgentClient) -> None:
         print("touch: the guest has no touchscreen input device", flush=True)
         return
     frames_out = [
-        [e for s, x in ((0, 8000), (1, 24000))
-         for e in (_mtt("begin", s), _mtt("data", s, "x", x), _mtt("data", s, "y", 16000))],
-        [e for s, x in ((0, 12000), (1, 20000))
-         for e in (_mtt("update", s), _mtt("data", s, "x", x), _mtt("data", s, "y", 8000))],
-        [_mtt("end", 0), _mtt("end", 1)],
+        touch_frame("begin", [(8000, 16000), (24000, 16000)]),
+        touch_frame("update", [(12000, 8000), (20000, 8000)]),
+        [mtt("end", 0, -1), mtt("end", 1, -1)],
     ]
     agent.ev_start(0, touchscreens[0])
     try:

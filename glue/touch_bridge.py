@@ -80,6 +80,7 @@ MAX_SLOTS = 10          # QEMU's INPUT_EVENT_SLOTS_MAX
 ABS_OUT_MAX = 0x7FFF    # QEMU's INPUT_EVENT_ABS_MAX (INPUT_EVENT_ABS_MIN is 0)
 
 # linux/input-event-codes.h
+from .qmp_input import mtt  # noqa: E402
 from .evdev import (  # noqa: E402  (Linux input codes, shared with the tests)
     ABS_MAX, ABS_MT_DISTANCE, ABS_MT_POSITION_X, ABS_MT_POSITION_Y, ABS_MT_SLOT,
     ABS_MT_TRACKING_ID, BTN_TOUCH, EV_ABS, EV_KEY, EV_MAX, EV_SYN, SYN_DROPPED, SYN_MAX,
@@ -408,7 +409,7 @@ class TouchBridge:
         for n in sorted(self._touched):
             old, new = self._slots[n], self._pending[n]
             if old.tid >= 0 and new.tid != old.tid:
-                events.append(_mtt("end", n, -1))   # as QEMU's own touch code: no tracking ID
+                events.append(mtt("end", n, -1))   # as QEMU's own touch code: no tracking ID
             if new.tid < 0:
                 continue
             if new.tid != old.tid:
@@ -417,9 +418,9 @@ class TouchBridge:
                 kind = "update"
             else:
                 continue
-            events.append(_mtt(kind, n, new.tid))
-            events.append(_mtt("data", n, new.tid, "x", self._scaled(new.x, self.x_range)))
-            events.append(_mtt("data", n, new.tid, "y", self._scaled(new.y, self.y_range)))
+            events.append(mtt(kind, n, new.tid))
+            events.append(mtt("data", n, new.tid, "x", self._scaled(new.x, self.x_range)))
+            events.append(mtt("data", n, new.tid, "y", self._scaled(new.y, self.y_range)))
             hover = hover or new.distance > 0
         down = self._btn and not hover
         if hover or down != self._btn_sent:
@@ -501,8 +502,3 @@ class TouchBridge:
 
 _FIELD = {ABS_MT_TRACKING_ID: "tid", ABS_MT_POSITION_X: "x", ABS_MT_POSITION_Y: "y",
           ABS_MT_DISTANCE: "distance"}
-
-
-def _mtt(kind: str, slot: int, tid: int, axis: str = "x", value: int = 0) -> dict:
-    return {"type": "mtt", "data": {"type": kind, "slot": slot, "tracking-id": tid,
-                                    "axis": axis, "value": value}}

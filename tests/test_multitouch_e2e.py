@@ -17,6 +17,7 @@ from generator.ir import Multitouch
 from generator.main import check, spec_files
 from glue.agent_client import AgentClient
 from glue.profile import builtin_profile
+from glue.qmp_input import btn, mtt
 from glue.qemu import Qemu
 from glue.runtime import new_runtime_dir
 
@@ -58,18 +59,9 @@ class Touch:
                 scaled(y, s.y.logical_min, s.y.logical_max))
 
 
-def mtt(kind: str, slot: int, tid: int, axis: str = "x", value: int = 0) -> dict:
-    return {"type": "mtt", "data": {"type": kind, "slot": slot, "tracking-id": tid,
-                                    "axis": axis, "value": value}}
-
-
 def down(slot: int, tid: int, x: int, y: int, kind: str = "begin") -> list[dict]:
     return [mtt(kind, slot, tid), mtt("data", slot, tid, "x", x),
             mtt("data", slot, tid, "y", y)]
-
-
-def btn(button: str, is_down: bool) -> dict:
-    return {"type": "btn", "data": {"button": button, "down": is_down}}
 
 
 @pytest.fixture(scope="module", params=DEVICES, ids=lambda d: d.name)
