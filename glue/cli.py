@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import threading
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,10 +17,10 @@ from .accel import select_accel, wait_for_console
 from .agent_client import AgentClient, AgentError
 from .battery_bridge import BatteryBridge
 from .evdev import INPUT_PROP_DIRECT, contact_frames, input_devices
-from .qmp_input import mtt, touch_frame
 from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
 from .profile import READY_MARKER, BuildOutputs, ProfileError, builtin_profile
 from .qemu import Qemu, QemuError, VmConfig
+from .qmp_input import mtt, touch_frame
 from .runtime import new_runtime_dir
 from .touch_bridge import TouchBridge
 
@@ -176,36 +176,45 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
     try:
         with Qemu(config, rundir) as vm:
             _log("qmp-connected", seconds=f"{time.monotonic() - t0:.2f}")
-            bridge = BatteryBridge(vm, _source(args))
             touch = _start_touch_bridge(args, vm)
-            agent = AgentClient(str(vm.agent_socket)) if show_guest else None
-            if agent is not None:
-                agent.wait_ready(timeout=120)
-                _log("guest-ready", seconds=f"{time.monotonic() - t0:.2f}")
-                _show_touch(vm, agent)
-            end = None if args.duration is None else time.monotonic() + args.duration
-            while end is None or time.monotonic() < end:
-                if not vm.alive():
-                    _log("qemu-exited", log=vm.log)
-                    return 1
-                ps = bridge.update()
-                line = (f"host {ps.percent:5.1f}% {ps.state:<11} AC {'on ' if ps.ac_online else 'off'}"
-                        f" ({'simulated' if ps.source == 'simulated' else ps.source})")
-                if agent is not None:
-                    time.sleep(1.2)        # let the guest's battery driver cache expire
-                    line += " -> " + _guest_power(agent)
-                print(line, flush=True)
-                time.sleep(args.interval)
-            _log("stop", reason="duration reached")
-            if touch is not None:
-                touch[2].set()
-                touch[1].join(timeout=5)
-                _log("touch-bridge-stats", **touch[0].stats)
+            try:
+                return _run_loop(args, vm, show_guest, t0)
+            finally:
+                if touch is not None:
+                    bridge, thread, stop = touch
+                    stop.set()
+                    thread.join(timeout=5)
+                    _log("touch-bridge-stats", **bridge.stats)
     except (QemuError, AgentError, OSError, ValueError) as exc:
         print(f"tabvm: error: {exc}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
+
+
+def _run_loop(args: argparse.Namespace, vm: Qemu, show_guest: bool, t0: float) -> int:
+    """Battery bridge updates (and, for the demo, the guest's view) until the end."""
+    bridge = BatteryBridge(vm, _source(args))
+    agent = AgentClient(str(vm.agent_socket)) if show_guest else None
+    if agent is not None:
+        agent.wait_ready(timeout=120)
+        _log("guest-ready", seconds=f"{time.monotonic() - t0:.2f}")
+        _show_touch(vm, agent)
+    end = None if args.duration is None else time.monotonic() + args.duration
+    while end is None or time.monotonic() < end:
+        if not vm.alive():
+            _log("qemu-exited", log=vm.log)
+            return 1
+        ps = bridge.update()
+        source = "simulated" if ps.source == "simulated" else ps.source
+        line = (f"host {ps.percent:5.1f}% {ps.state:<11} "
+                f"AC {'on ' if ps.ac_online else 'off'} ({source})")
+        if agent is not None:
+            time.sleep(1.2)        # let the guest's battery driver cache expire
+            line += " -> " + _guest_power(agent)
+        print(line, flush=True)
+        time.sleep(args.interval)
+    _log("stop", reason="duration reached")
     return 0
 
 
