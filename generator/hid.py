@@ -38,7 +38,6 @@ VENDOR_CERTIFICATION = 0xC5
 
 # Units (HID 1.11 6.2.2.7): SI linear length in cm; SI time in seconds
 UNIT_CM = 0x11
-UNIT_INCH = 0x13
 UNIT_SECONDS = 0x1001
 
 

@@ -67,10 +67,6 @@ class Device:
         return f"{self.qom_type}.c"
 
     @property
-    def c_description(self) -> str:
-        return string_literal(self.description)
-
-    @property
     def c_description_wrapped(self) -> str:
         """The description as C string literal(s), split to fit 80 columns."""
         words, lines, line = self.description.split(" "), [], ""
@@ -156,6 +152,7 @@ class Battery(Device):
         Register(0x20, "MAGC", "MAGIC", "identifies the block: 'TBAT'"),
     )
     MAGIC = 0x54414254       # "TBAT" little endian
+    IO_SIZE = 4 * len(REGISTERS)
 
     @property
     def kconfig_depends(self) -> tuple[str, ...]:
@@ -171,11 +168,7 @@ class Battery(Device):
 
     @property
     def io_size(self) -> int:
-        return 4 * len(self.REGISTERS)
-
-    @property
-    def io_end(self) -> int:
-        return self.io_base + self.io_size - 1
+        return self.IO_SIZE
 
     @property
     def asl_io_base(self) -> str:
@@ -202,10 +195,6 @@ class Battery(Device):
         return 1 if self.technology == "rechargeable" else 0
 
     @property
-    def initial_state_bits(self) -> int:
-        return {"idle": 0, "discharging": 1, "charging": 2}[self.initial.state]
-
-    @property
     def asl_model(self) -> str:
         return string_literal(self.model)
 
@@ -220,10 +209,6 @@ class Battery(Device):
     @property
     def asl_oem(self) -> str:
         return string_literal(self.oem)
-
-    @property
-    def smbus_scope(self) -> str:
-        return self.smbus_parent or "\\_SB"
 
     @property
     def smbus_present(self) -> bool:
@@ -297,11 +282,6 @@ class Multitouch(Device):
     @property
     def max_packet(self) -> int:
         return max(self.touch_report_size, self.mouse_report_size)
-
-    @property
-    def frame_reports(self) -> int:
-        """Touch reports needed to send every contact once (hybrid mode)."""
-        return -(-self.contacts // self.per_report)
 
     @property
     def report_period_ns(self) -> int:

@@ -126,9 +126,8 @@ def build(doc: Document, spec: dict[str, Any]) -> Battery:
 
 
 def claims(doc: Document, spec: dict[str, Any]) -> list[Claim]:
-    size = 4 * len(Battery.REGISTERS)
     return [
-        Claim("io", spec["io_base"], spec["io_base"] + size - 1, "io_base",
+        Claim("io", spec["io_base"], spec["io_base"] + Battery.IO_SIZE - 1, "io_base",
               doc.loc(("io_base",)), spec["name"]),
         Claim("gpe", spec["gpe_bit"], spec["gpe_bit"], "gpe_bit",
               doc.loc(("gpe_bit",)), spec["name"]),
