@@ -26,8 +26,8 @@ class BatteryBridge:
     path: str = DEVICE_PATH
     sent: dict[str, Any] = field(default_factory=dict)
 
-    def device_values(self, ps: PowerState) -> dict[str, Any]:
-        full = self.sent.get("full") or self.vm.qom_get(self.path, "full")
+    def device_values(self, ps: PowerState, full: int) -> dict[str, Any]:
+        """The device properties for ``ps``, on a battery of ``full`` capacity."""
         values: dict[str, Any] = {
             "present": ps.present,
             "ac-online": ps.ac_online,
@@ -46,7 +46,7 @@ class BatteryBridge:
         ps = self.source.read()
         if "full" not in self.sent:
             self.sent["full"] = self.vm.qom_get(self.path, "full")
-        for prop, value in self.device_values(ps).items():
+        for prop, value in self.device_values(ps, self.sent["full"]).items():
             if self.sent.get(prop) != value:
                 self.vm.qom_set(self.path, prop, value)
                 self.sent[prop] = value

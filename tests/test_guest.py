@@ -494,13 +494,11 @@ def firmware_dirs(qemu: Path, rom: str) -> list[Path]:
 
 
 def wait_for_console(log: Path, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and READY in log.read_bytes():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"QEMU exited ({proc.returncode}) before {READY.decode()}")
-        time.sleep(0.05)
+    from glue.accel import wait_for_console as seen
+    if seen(log, READY.decode(), timeout, lambda: proc.poll() is None):
+        return
+    if proc.poll() is not None:
+        pytest.fail(f"QEMU exited ({proc.returncode}) before {READY.decode()}")
     pytest.fail(f"no {READY.decode()} within {timeout} s; console tail:\n"
                 + log.read_text(errors="replace")[-3000:])
 

@@ -41,6 +41,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(TabvmTouchpanelState, TABVM_TOUCHPANEL)
 #define MT_CONTACTS          5
 #define MT_PER_REPORT        5
 #define MT_CONTACT_SIZE      6
+/* touch reports that carry every contact once (hybrid mode) */
+#define MT_FRAME_REPORTS     DIV_ROUND_UP(MT_CONTACTS, MT_PER_REPORT)
 #define MT_TOUCH_SIZE        34
 #define MT_MAX_PACKET        34
 #define MT_CERT_SIZE         256
@@ -306,8 +308,7 @@ static int tabvm_touchpanel_touch_frame(TabvmTouchpanelState *s,
 
 static void tabvm_touchpanel_queue_touch(TabvmTouchpanelState *s)
 {
-    uint8_t frame[DIV_ROUND_UP(MT_CONTACTS, MT_PER_REPORT)]
-                 [MT_TOUCH_SIZE];
+    uint8_t frame[MT_FRAME_REPORTS][MT_TOUCH_SIZE];
     int reports = tabvm_touchpanel_touch_frame(s, frame);
     int i;
 
@@ -481,8 +482,7 @@ static const QemuInputHandler tabvm_touchpanel_handler = {
 static int tabvm_touchpanel_get_report(TabvmTouchpanelState *s,
                                        int type, int id, uint8_t *buf)
 {
-    uint8_t frame[DIV_ROUND_UP(MT_CONTACTS, MT_PER_REPORT)]
-                 [MT_TOUCH_SIZE];
+    uint8_t frame[MT_FRAME_REPORTS][MT_TOUCH_SIZE];
 
     if (type == MT_INPUT && id == MT_ID_TOUCH) {
         tabvm_touchpanel_touch_frame(s, frame);

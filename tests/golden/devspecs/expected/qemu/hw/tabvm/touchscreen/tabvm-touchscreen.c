@@ -43,6 +43,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(TabvmTouchscreenState, TABVM_TOUCHSCREEN)
 #define MT_CONTACTS          10
 #define MT_PER_REPORT        5
 #define MT_CONTACT_SIZE      6
+/* touch reports that carry every contact once (hybrid mode) */
+#define MT_FRAME_REPORTS     DIV_ROUND_UP(MT_CONTACTS, MT_PER_REPORT)
 #define MT_TOUCH_SIZE        34
 #define MT_MOUSE_SIZE        6
 #define MT_MOUSE_BUTTONS     3
@@ -325,8 +327,7 @@ static void tabvm_touchscreen_mouse_report(TabvmTouchscreenState *s, uint8_t *r)
 
 static void tabvm_touchscreen_queue_touch(TabvmTouchscreenState *s)
 {
-    uint8_t frame[DIV_ROUND_UP(MT_CONTACTS, MT_PER_REPORT)]
-                 [MT_TOUCH_SIZE];
+    uint8_t frame[MT_FRAME_REPORTS][MT_TOUCH_SIZE];
     int reports = tabvm_touchscreen_touch_frame(s, frame);
     int i;
 
@@ -528,8 +529,7 @@ static const QemuInputHandler tabvm_touchscreen_handler = {
 static int tabvm_touchscreen_get_report(TabvmTouchscreenState *s,
                                         int type, int id, uint8_t *buf)
 {
-    uint8_t frame[DIV_ROUND_UP(MT_CONTACTS, MT_PER_REPORT)]
-                 [MT_TOUCH_SIZE];
+    uint8_t frame[MT_FRAME_REPORTS][MT_TOUCH_SIZE];
 
     if (type == MT_INPUT && id == MT_ID_TOUCH) {
         tabvm_touchscreen_touch_frame(s, frame);
