@@ -34,7 +34,12 @@ def _limits(rule: dict[str, Any]) -> str:
     if "maxlength" in rule and rule.get("type") == "string":
         parts.append(f"at most {rule['maxlength']} characters")
     if rule.get("type") == "list" and "minlength" in rule:
-        parts.append(f"{rule['minlength']} items")
+        lo, hi = rule["minlength"], rule.get("maxlength", rule["minlength"])
+        parts.append(f"{lo} items" if lo == hi else f"{lo}..{hi} items")
+    if rule.get("type") == "list" and isinstance(rule.get("schema"), dict):
+        item = _limits(rule["schema"])
+        if item:
+            parts.append(f"each {item}")
     if rule.get("nullable"):
         parts.append("or null")
     return "; ".join(parts)

@@ -67,6 +67,11 @@ class Device:
         return f"{self.qom_type}.c"
 
     @property
+    def c_sources(self) -> tuple[str, ...]:
+        """The C files QEMU compiles for this device."""
+        return (self.c_file,)
+
+    @property
     def c_description_wrapped(self) -> str:
         """The description as C string literal(s), split to fit 80 columns."""
         words, lines, line = self.description.split(" "), [], ""
@@ -86,6 +91,15 @@ class Device:
 
     @property
     def kconfig_depends(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def kconfig_selects(self) -> tuple[str, ...]:
+        return tuple(lib.kconfig for lib in self.libraries)
+
+    @property
+    def libraries(self) -> tuple[H4Core, ...]:
+        """Shared generated code this device links with."""
         return ()
 
 
@@ -239,7 +253,42 @@ class Axis:
 
 
 @dataclass(frozen=True)
-class Multitouch(Device):
+class UsbDevice(Device):
+    """A USB device: its identity."""
+
+    vendor_id: int
+    product_id: int
+    manufacturer: str
+    product: str
+    serial: str
+
+    @property
+    def kconfig_depends(self) -> tuple[str, ...]:
+        return ("USB",)
+
+    @property
+    def c_vendor_id(self) -> str:
+        return f"0x{self.vendor_id:04x}"
+
+    @property
+    def c_product_id(self) -> str:
+        return f"0x{self.product_id:04x}"
+
+    @property
+    def c_manufacturer(self) -> str:
+        return string_literal(self.manufacturer)
+
+    @property
+    def c_product(self) -> str:
+        return string_literal(self.product)
+
+    @property
+    def c_serial(self) -> str:
+        return string_literal(self.serial)
+
+
+@dataclass(frozen=True)
+class Multitouch(UsbDevice):
     """A USB HID Windows-8-style touchscreen (+ optional mouse collection)."""
 
     contacts: int
@@ -250,11 +299,6 @@ class Multitouch(Device):
     y: Axis
     hover: bool
     mouse_buttons: int        # 0: no mouse collection
-    vendor_id: int
-    product_id: int
-    manufacturer: str
-    product: str
-    serial: str
 
     # Report IDs
     REPORT_TOUCH = 1
@@ -264,10 +308,6 @@ class Multitouch(Device):
     REPORT_MODE = 5
     CONTACT_SIZE = 6          # flags, contact id, x (16), y (16)
     CERTIFICATION_SIZE = 256
-
-    @property
-    def kconfig_depends(self) -> tuple[str, ...]:
-        return ("USB",)
 
     @property
     def touch_report_size(self) -> int:
@@ -290,26 +330,6 @@ class Multitouch(Device):
     @property
     def report_period_ms(self) -> str:
         return f"{self.report_period_ns / 1e6:g}"
-
-    @property
-    def c_vendor_id(self) -> str:
-        return f"0x{self.vendor_id:04x}"
-
-    @property
-    def c_product_id(self) -> str:
-        return f"0x{self.product_id:04x}"
-
-    @property
-    def c_manufacturer(self) -> str:
-        return string_literal(self.manufacturer)
-
-    @property
-    def c_product(self) -> str:
-        return string_literal(self.product)
-
-    @property
-    def c_serial(self) -> str:
-        return string_literal(self.serial)
 
     def _axis_items(self, usage: int, axis: Axis) -> list:
         from . import hid
@@ -417,3 +437,76 @@ class Multitouch(Device):
         data = self.descriptor
         return [", ".join(f"0x{b:02x}" for b in data[i:i + 12]) + ","
                 for i in range(0, len(data), 12)]
+
+
+@dataclass(frozen=True)
+class H4Core:
+    """H4 framing and packet queues, shared by every usb-hci device.
+
+    Rendered once into its own QEMU directory when a spec needs it; it has no QEMU
+    dependency so the host tests can compile it on its own.
+    """
+
+    name = "h4"
+    title = "H4 framing and packet queues of the tabvm Bluetooth HCI devices"
+    prefix = "tabvm_h4"
+    c_type = "TabvmH4"
+    macro = "TABVM_H4"
+    kconfig = "TABVM_H4"
+    qemu_dir = f"{GENERATED_DIR}/h4"
+    header = "h4.h"
+    c_file = "h4.c"
+    templates = (("h4.c", "hci/h4.c.j2"), ("h4.h", "hci/h4.h.j2"))
+    COMMAND_MAX = 3 + 255
+    # Ring bytes only commands may use: two commands, each with its type byte
+    COMMAND_RESERVE = 2 * (1 + COMMAND_MAX)
+
+    @property
+    def include(self) -> str:
+        return f"{self.qemu_dir}/{self.header}"
+
+
+H4_CORE = H4Core()
+
+
+@dataclass(frozen=True)
+class Hci(UsbDevice):
+    """A USB Bluetooth controller passing HCI through a chardev in H4 framing."""
+
+    event_max_packet: int
+    acl_max_packet: int
+    sco_max_packets: tuple[int, ...]  # per alternate setting of interface 1; () = no SCO
+    acl_max: int              # largest payload accepted, per packet type
+    sco_max: int
+    iso_max: int
+    host_queue: int           # bytes waiting for the guest
+    guest_queue: int          # bytes waiting for the host
+    always_plugged: bool
+    capture_format: str       # btsnoop | pcap
+
+    ACL_HEADER = 4
+
+    @property
+    def sco(self) -> bool:
+        return bool(self.sco_max_packets)
+
+    @property
+    def sco_alt_count(self) -> int:
+        return len(self.sco_max_packets)
+
+    @property
+    def interface_count(self) -> int:
+        return 2 if self.sco else 1
+
+    @property
+    def min_guest_queue(self) -> int:
+        """The command reserve plus room for two of the largest ACL packets."""
+        return H4_CORE.COMMAND_RESERVE + 2 * (1 + self.ACL_HEADER + self.acl_max)
+
+    @property
+    def h4(self) -> H4Core:
+        return H4_CORE
+
+    @property
+    def libraries(self) -> tuple[H4Core, ...]:
+        return (H4_CORE,)

@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from .ir import GENERATED_DIR, Battery, Device, Multitouch
+from .ir import GENERATED_DIR, H4_CORE, Battery, Device, Hci, Multitouch
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DEVICE_CONFIG = "tabvm"
@@ -71,11 +71,17 @@ class Renderer:
                 (f"{base}/{d.c_file}", "multitouch/device.c.j2"),
                 (f"{base}/trace-events", "multitouch/trace-events.j2"),
             ]
+        if isinstance(d, Hci):
+            files += [
+                (f"{base}/{d.c_file}", "hci/device.c.j2"),
+                (f"{base}/trace-events", "hci/trace-events.j2"),
+            ]
         return [Output(path, self.render(t, **ctx), (d.spec_path,)) for path, t in files]
 
     def common_files(self, devices: list[Device], base_devices: list[str]) -> list[Output]:
         specs = tuple(d.spec_path for d in devices)
         ctx = {"devices": devices, "base_devices": base_devices,
+               "libraries": libraries(devices),
                "spec_path": ", ".join(specs) or "no specs"}
         files = [
             (f"qemu/{GENERATED_DIR}/meson.build", "qemu/meson.build.j2"),
@@ -85,11 +91,31 @@ class Renderer:
         ]
         return [Output(path, self.render(t, **ctx), specs) for path, t in files]
 
+    def library_files(self, devices: list[Device]) -> list[Output]:
+        """Code shared by several devices, rendered once if a spec needs it."""
+        outputs = []
+        for lib in libraries(devices):
+            users = tuple(d.spec_path for d in devices if lib in d.libraries)
+            ctx = {"lib": lib, lib.name: lib, "spec_path": ", ".join(users)}
+            base = f"qemu/{lib.qemu_dir}"
+            files = [
+                (f"{base}/meson.build", "qemu/library-meson.build.j2"),
+                (f"{base}/Kconfig", "qemu/library-Kconfig.j2"),
+                *((f"{base}/{name}", template) for name, template in lib.templates),
+            ]
+            outputs += [Output(path, self.render(t, **ctx), users) for path, t in files]
+        return outputs
+
+
+def libraries(devices: list[Device]) -> list:
+    """The shared code libraries the devices use, each once, in a fixed order."""
+    return [lib for lib in (H4_CORE,) if any(lib in d.libraries for d in devices)]
+
 
 def render_all(devices: list[Device], base_devices: list[str]) -> list[Output]:
     """Every generated file, in a deterministic order."""
     r = Renderer()
-    outputs = r.common_files(devices, base_devices)
+    outputs = r.common_files(devices, base_devices) + r.library_files(devices)
     for d in devices:
         outputs.extend(r.device_files(d))
     return sorted(outputs, key=lambda o: o.path)

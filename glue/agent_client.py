@@ -21,7 +21,8 @@ import socket
 import time
 from typing import NamedTuple
 
-__all__ = ["AgentClient", "AgentError", "AgentTimeout", "InputEvent", "ShResult"]
+__all__ = ["AgentClient", "AgentError", "AgentTimeout", "HciCmdResult", "HciDev", "HciInfo",
+           "InputEvent", "L2SendResult", "LeAdvert", "ShResult"]
 
 _HEADER = re.compile(rb"(\d{1,20}) (ok|err) (\d{1,8})")
 _MAX_PAYLOAD = 2 * 1024 * 1024
@@ -30,6 +31,19 @@ _MAX_LINE = 64 * 1024
 EV_MAX_COUNT = 10_000
 EV_MAX_TIMEOUT_MS = 600_000
 EV_IDS = range(8)
+# Limits of the agent's Bluetooth verbs (see guest/README.md).
+HCI_DEV_MAX = 0xFFFE  # hciN; 0xffff is HCI_DEV_NONE
+HCI_MAX_PARAMS = 255
+HCI_MAX_TIMEOUT_MS = 60_000  # hcicmd TIMEOUT_MS, lescan DURATION_MS
+HCI_CMD_TIMEOUT_S = 2.0  # the agent's own wait for each of its HCI commands
+HCI_RTT_MAX_COUNT = 100_000
+L2_PSM_RANGE = range(1, 0x100)  # LE PSMs; dynamic ones are 0x80..0xff
+L2_MAX_TOTAL = 1_000_000_000
+L2_MAX_SDU = 65_535
+L2_ADDRESS_TYPES = ("public", "random")
+# The agent's own waits in l2send: connect, room to send one SDU, the answer.
+L2_CONNECT_S, L2_STALL_S, L2_ANSWER_S = 10.0, 10.0, 30.0
+_BDADDR = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 class AgentError(Exception):
@@ -52,6 +66,65 @@ class InputEvent(NamedTuple):
     type: int    # EV_SYN, EV_KEY, EV_ABS, ... (numeric)
     code: int
     value: int
+
+
+class HciDev(NamedTuple):
+    """One line of ``hcilist``."""
+
+    index: int     # N of hciN
+    name: str      # "hciN"
+    address: str   # "aa:bb:cc:dd:ee:ff", most significant byte first
+    flags: int     # hci_dev_info.flags (bit 0 HCI_UP, bit 2 HCI_RUNNING, ...)
+
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & 1)
+
+
+class HciInfo(NamedTuple):
+    """``hciinfo``: the controller's struct hci_dev_info."""
+
+    name: str
+    address: str
+    flags: int
+    up: bool
+    bus: int       # hci_dev_info.type & 0x0f (1: USB)
+    type: int      # hci_dev_info.type >> 4 (0: primary controller)
+    acl_mtu: int
+    acl_pkts: int
+    sco_mtu: int
+    sco_pkts: int
+
+
+class HciCmdResult(NamedTuple):
+    """The answer to one HCI command (``hcicmd``)."""
+
+    kind: str      # "complete" (Command Complete) or "status" (Command Status)
+    data: bytes    # Command Complete's return parameters; b"" for a Command Status
+    status: int    # data[0] for "complete" (-1 if there is no return parameter), else
+                   # the Command Status's status
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+class LeAdvert(NamedTuple):
+    """One advertiser seen by ``lescan``."""
+
+    address: str       # "aa:bb:cc:dd:ee:ff"
+    address_type: str  # public, random, public-id, random-id, anon (or 0xNN)
+    rssi: int          # dBm of the latest report (127: not available)
+    name: str | None   # local name (spaces as "_", unprintable bytes as "?"); None if none
+
+
+class L2SendResult(NamedTuple):
+    """``l2send``: bytes sent, bytes the peer says it received, and the time from
+    the first data SDU to the peer's answer."""
+
+    sent: int
+    acked: int
+    elapsed_ns: int
 
 
 class AgentClient:
@@ -212,6 +285,88 @@ class AgentClient:
         _check_ev_id(id)
         self.call("evstop", str(id), timeout=timeout)
 
+    # -- Bluetooth -----------------------------------------------------------
+
+    def hci_list(self, timeout: float = 10.0) -> list[HciDev]:
+        """The guest's Bluetooth controllers, by index (``hcilist``)."""
+        return _parse_hci_list(self.call("hcilist", timeout=timeout))
+
+    def hci_up(self, dev: int, timeout: float = 30.0) -> None:
+        """Brings hci``dev`` up (HCIDEVUP runs the controller's init sequence in
+        the guest kernel); already up is fine."""
+        _check_hci_dev(dev)
+        if self.call("hciup", str(dev), timeout=timeout) != "up":
+            raise AgentError("hciup: unexpected answer")
+
+    def hci_info(self, dev: int, timeout: float = 10.0) -> HciInfo:
+        _check_hci_dev(dev)
+        return _parse_hci_info(self.call("hciinfo", str(dev), timeout=timeout))
+
+    def hci_cmd(self, dev: int, opcode: int, params: bytes = b"", timeout_ms: int = 2000,
+                timeout: float | None = None) -> HciCmdResult:
+        """Sends one HCI command on a raw HCI socket in the guest and returns its
+        Command Complete or Command Status; ``AgentError`` if neither comes within
+        ``timeout_ms``. Example: ``hci_cmd(0, 0x1009)`` reads BD_ADDR."""
+        _check_hci_dev(dev)
+        _check_int(opcode, 1, 0xFFFF, "opcode")
+        if not isinstance(params, (bytes, bytearray, memoryview)):
+            raise ValueError(f"params must be bytes: {params!r}")
+        params = bytes(params)
+        if len(params) > HCI_MAX_PARAMS:
+            raise ValueError(f"params longer than {HCI_MAX_PARAMS} bytes: {len(params)}")
+        _check_int(timeout_ms, 1, HCI_MAX_TIMEOUT_MS, "timeout_ms")
+        text = self.call("hcicmd", str(dev), f"0x{opcode:04x}", params.hex() or "-",
+                         str(timeout_ms),
+                         timeout=timeout if timeout is not None else timeout_ms / 1000 + 10.0)
+        return _parse_hci_cmd(text)
+
+    def le_scan(self, dev: int, duration_ms: int, timeout: float | None = None
+                ) -> list[LeAdvert]:
+        """Active LE scan for ``duration_ms`` in the guest; the advertisers seen,
+        sorted by address. The agent answers nothing else meanwhile."""
+        _check_hci_dev(dev)
+        _check_int(duration_ms, 1, HCI_MAX_TIMEOUT_MS, "duration_ms")
+        # up to 4 commands of 2 s each to start, the scan, 1 s to stop, the answer
+        default = duration_ms / 1000 + 5 * HCI_CMD_TIMEOUT_S + 10.0
+        text = self.call("lescan", str(dev), str(duration_ms),
+                         timeout=timeout if timeout is not None else default)
+        return _parse_le_scan(text)
+
+    def hci_rtt(self, dev: int, count: int, timeout: float | None = None) -> list[int]:
+        """``count`` HCI_Read_BD_ADDR round trips one after the other; each one's
+        time in ns (guest CLOCK_MONOTONIC, send to Command Complete).
+
+        The default call timeout covers the agent's worst case (2 s per round
+        trip) plus sending the answer; pass ``timeout`` for a tighter bound."""
+        _check_hci_dev(dev)
+        _check_int(count, 1, HCI_RTT_MAX_COUNT, "count")
+        default = count * (HCI_CMD_TIMEOUT_S + 0.002) + 10.0
+        text = self.call("hcirtt", str(dev), str(count),
+                         timeout=timeout if timeout is not None else default)
+        return _parse_rtt(text, count)
+
+    def l2_send(self, dev: int, address: str, address_type: str, psm: int, total: int,
+                sdu: int, timeout: float | None = None) -> L2SendResult:
+        """Sends ``total`` bytes over an LE credit-based L2CAP channel from hci``dev``
+        to ``address`` on ``psm``, in SDUs of ``sdu`` bytes, and returns what the
+        peer says it received (see guest/README.md for the exchange).
+
+        The default call timeout is the agent's fixed waits plus ``total`` at
+        10 kB/s; pass ``timeout`` for big transfers on a slow link."""
+        _check_hci_dev(dev)
+        address = _check_bdaddr(address)
+        if address_type not in L2_ADDRESS_TYPES:
+            raise ValueError(f"address_type must be one of {L2_ADDRESS_TYPES}: "
+                             f"{address_type!r}")
+        _check_int(psm, L2_PSM_RANGE[0], L2_PSM_RANGE[-1], "psm")
+        _check_int(total, 1, L2_MAX_TOTAL, "total")
+        _check_int(sdu, 1, L2_MAX_SDU, "sdu")
+        default = L2_CONNECT_S + L2_ANSWER_S + L2_STALL_S + 10.0 + total / 10_000
+        text = self.call("l2send", str(dev), address, address_type, f"0x{psm:02x}",
+                         str(total), str(sdu),
+                         timeout=timeout if timeout is not None else default)
+        return _parse_l2_send(text)
+
     # -- plumbing ----------------------------------------------------------
 
     def _send(self, verb: str, args: tuple[str, ...], deadline: float) -> str:
@@ -331,6 +486,105 @@ def _parse_events(text: str) -> list[InputEvent]:
         except ValueError:
             raise AgentError(f"events: malformed line {line[:80]!r}") from None
     return events
+
+
+def _check_int(value: int, lo: int, hi: int, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{what} must be an int in {lo}..{hi}: {value!r}")
+
+
+def _check_hci_dev(dev: int) -> None:
+    _check_int(dev, 0, HCI_DEV_MAX, "dev (N of hciN)")
+
+
+def _check_bdaddr(address: str) -> str:
+    """Validates "aa:bb:cc:dd:ee:ff" (any case); returns it lowercase."""
+    if not isinstance(address, str) or not _BDADDR.fullmatch(address.lower()):
+        raise ValueError(f"address must look like aa:bb:cc:dd:ee:ff: {address!r}")
+    return address.lower()
+
+
+def _lines(text: str) -> list[str]:
+    return text.split("\n") if text else []
+
+
+def _parse_bdaddr(value: str, verb: str) -> str:
+    if not _BDADDR.fullmatch(value):
+        raise AgentError(f"{verb}: malformed address {value[:40]!r}")
+    return value
+
+
+def _parse_hci_list(text: str) -> list[HciDev]:
+    """Parses the ``hciN ADDR 0xFLAGS`` lines of hcilist."""
+    devs = []
+    for line in _lines(text):
+        m = re.fullmatch(r"hci(\d{1,5}) (\S+) 0x([0-9a-f]{1,8})", line)
+        if not m:
+            raise AgentError(f"hcilist: malformed line {line[:80]!r}")
+        devs.append(HciDev(int(m.group(1)), f"hci{m.group(1)}",
+                           _parse_bdaddr(m.group(2), "hcilist"), int(m.group(3), 16)))
+    return devs
+
+
+_HCI_INFO = re.compile(
+    r"name (\S+) addr (\S+) flags 0x([0-9a-f]{1,8}) up ([01]) bus (\d{1,3}) type (\d{1,3}) "
+    r"acl_mtu (\d{1,5}) acl_pkts (\d{1,5}) sco_mtu (\d{1,5}) sco_pkts (\d{1,5})")
+
+
+def _parse_hci_info(text: str) -> HciInfo:
+    """Parses hciinfo's ``name hci0 addr ... sco_pkts N`` line."""
+    m = _HCI_INFO.fullmatch(text)
+    if not m:
+        raise AgentError(f"hciinfo: malformed answer {text[:200]!r}")
+    name, addr, flags, up, *numbers = m.groups()
+    return HciInfo(name, _parse_bdaddr(addr, "hciinfo"), int(flags, 16), up == "1",
+                   *(int(n) for n in numbers))
+
+
+def _parse_hci_cmd(text: str) -> HciCmdResult:
+    """Parses hcicmd's ``complete HEX`` (``-`` for none) or ``status 0xNN``."""
+    m = re.fullmatch(r"complete (-|(?:[0-9a-f]{2})+)|status 0x([0-9a-f]{2})", text)
+    if not m:
+        raise AgentError(f"hcicmd: malformed answer {text[:200]!r}")
+    if m.group(2) is not None:
+        return HciCmdResult("status", b"", int(m.group(2), 16))
+    data = b"" if m.group(1) == "-" else bytes.fromhex(m.group(1))
+    return HciCmdResult("complete", data, data[0] if data else -1)
+
+
+def _parse_le_scan(text: str) -> list[LeAdvert]:
+    """Parses lescan's ``ADDR TYPE RSSI NAME`` lines."""
+    adverts = []
+    for line in _lines(text):
+        m = re.fullmatch(r"(\S+) (public|random|public-id|random-id|anon|0x[0-9a-f]{2}) "
+                         r"(-?\d{1,3}) ([!-~]+)", line)
+        if not m:
+            raise AgentError(f"lescan: malformed line {line[:300]!r}")
+        rssi = int(m.group(3))
+        if not -128 <= rssi <= 127:
+            raise AgentError(f"lescan: RSSI out of range in {line[:300]!r}")
+        name = m.group(4)
+        adverts.append(LeAdvert(_parse_bdaddr(m.group(1), "lescan"), m.group(2), rssi,
+                                None if name == "-" else name))
+    return adverts
+
+
+def _parse_rtt(text: str, count: int | None = None) -> list[int]:
+    """Parses hcirtt's lines of nanoseconds; ``count`` of them if given."""
+    lines = _lines(text)
+    if not all(line.isdigit() and line.isascii() for line in lines) or (
+            count is not None and len(lines) != count):
+        raise AgentError(f"hcirtt: malformed answer ({len(lines)} lines) "
+                         f"{text[:80]!r}")
+    return [int(line) for line in lines]
+
+
+def _parse_l2_send(text: str) -> L2SendResult:
+    """Parses l2send's ``sent N acked N ns N``."""
+    m = re.fullmatch(r"sent (\d{1,20}) acked (\d{1,20}) ns (\d{1,20})", text)
+    if not m:
+        raise AgentError(f"l2send: malformed answer {text[:200]!r}")
+    return L2SendResult(*(int(g) for g in m.groups()))
 
 
 def _check_word(value: str, what: str) -> None:

@@ -16,9 +16,11 @@ from tabvm.guest import GuestBuildError
 from .accel import select_accel, wait_for_console
 from .agent_client import AgentClient, AgentError
 from .battery_bridge import BatteryBridge
+from .bt_backend import BtBackend
+from .bt_peer import BtPeerError
 from .evdev import INPUT_PROP_DIRECT, contact_frames, input_devices
 from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
-from .profile import READY_MARKER, BuildOutputs, ProfileError, builtin_profile
+from .profile import BT_CHARDEV_ID, READY_MARKER, BuildOutputs, ProfileError, builtin_profile
 from .qemu import Qemu, QemuError, VmConfig
 from .qmp_input import mtt, touch_frame
 from .runtime import new_runtime_dir
@@ -44,6 +46,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--touch-range", metavar="X0:X1,Y0:Y1", type=_touch_range,
                    default=None, help="the source's axis ranges, for a source that is "
                    "not an evdev device (a pipe or file)")
+    p.add_argument("--bt", metavar="SPEC", default="bumble",
+                   help="the Bluetooth controller's host side: bumble (a virtual "
+                   "controller and an advertiser, the default), unix:PATH or "
+                   "tcp:HOST:PORT (an H4 server such as an HCI bridge), hci:N (the "
+                   "host's hciN through an HCI user channel), or none")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: run until Ctrl-C; "
                    "demo: 30)")
@@ -96,8 +103,11 @@ def _probe_kvm(config_for: Callable[[str], VmConfig]) -> bool:
     """Boot the test guest under KVM: the kernel's banner must show within 10 s
     (it takes well under one with working KVM) and the guest must get ready."""
     rundir = new_runtime_dir("kvm-probe")
-    config = dataclasses.replace(config_for("kvm"),
-                                 append=config_for("kvm").append.replace(" quiet", ""))
+    full = config_for("kvm")
+    # no device that needs a host-side peer: just the boot
+    config = dataclasses.replace(full, append=full.append.replace(" quiet", ""),
+                                 chardevs=(), devices=tuple(d for d in full.devices
+                                                            if "chardev=" not in d))
     vm = Qemu(config, rundir)
     _log("accel", probe="booting the test guest under KVM once for this host boot")
     try:
@@ -112,7 +122,11 @@ def _probe_kvm(config_for: Callable[[str], VmConfig]) -> bool:
     return ok
 
 
-def _config(args: argparse.Namespace) -> VmConfig:
+def _bt_backend(args: argparse.Namespace) -> BtBackend | None:
+    return None if args.bt == "none" else BtBackend.parse(args.bt)
+
+
+def _config(args: argparse.Namespace, bt_chardev: str | None = None) -> VmConfig:
     from tabvm.guest import build_guest
 
     from .profile import default_outputs
@@ -121,7 +135,8 @@ def _config(args: argparse.Namespace) -> VmConfig:
 
     def config_for(accel: str) -> VmConfig:
         # the unpacked ELF kernel boots about twice as fast under TCG (PVH entry)
-        return builtin_profile(outputs, image.vmlinux, image.initrd, accel, args.memory)
+        return builtin_profile(outputs, image.vmlinux, image.initrd, accel, args.memory,
+                               bt_chardev=bt_chardev)
 
     accel = select_accel(args.accel, probe=lambda: _probe_kvm(config_for))
     return config_for(accel)
@@ -164,12 +179,37 @@ def _show_touch(vm: Qemu, agent: AgentClient) -> None:
           flush=True)
 
 
+def _show_bluetooth(agent: AgentClient, timeout: float = 30.0) -> None:
+    """What the guest's Bluetooth stack sees: its controller and an LE scan."""
+    deadline = time.monotonic() + timeout
+    while not agent.hci_list():
+        if time.monotonic() > deadline:
+            print("bluetooth: the guest has no Bluetooth controller", flush=True)
+            return
+        time.sleep(0.5)
+    agent.hci_up(0)
+    info = agent.hci_info(0)
+    seen = ", ".join(f"{a.name} ({a.address})" for a in agent.le_scan(0, 2000)) or "nothing"
+    print(f"bluetooth: guest hci0 (btusb) up, address {info.address}, ACL MTU "
+          f"{info.acl_mtu}; LE scan for 2 s sees: {seen}", flush=True)
+
+
 def run(args: argparse.Namespace, show_guest: bool = False) -> int:
     try:
-        config = _config(args)
+        bt = _bt_backend(args)
         rundir = new_runtime_dir()
-    except (ProfileError, RuntimeError, OSError, GuestBuildError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"tabvm: error: {exc}", file=sys.stderr)
+        return 1
+    peer = None
+    try:
+        config = _config(args, bt.chardev(BT_CHARDEV_ID, rundir) if bt else None)
+        if bt is not None:
+            peer = bt.start(rundir, log_path=rundir / "bt-peer.log")
+            _log("bt", backend=bt, peer=peer.ready if peer else "external")
+    except (ProfileError, RuntimeError, OSError, GuestBuildError, BtPeerError) as exc:
+        print(f"tabvm: error: {exc}", file=sys.stderr)
+        shutil.rmtree(rundir, ignore_errors=True)
         return 1
     _log("start", accel=config.accel, rundir=rundir)
     t0 = time.monotonic()
@@ -189,6 +229,8 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
         print(f"tabvm: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if peer is not None:
+            peer.stop()
         shutil.rmtree(rundir, ignore_errors=True)
 
 
@@ -200,6 +242,8 @@ def _run_loop(args: argparse.Namespace, vm: Qemu, show_guest: bool, t0: float) -
         agent.wait_ready(timeout=120)
         _log("guest-ready", seconds=f"{time.monotonic() - t0:.2f}")
         _show_touch(vm, agent)
+        if args.bt != "none":
+            _show_bluetooth(agent)
     end = None if args.duration is None else time.monotonic() + args.duration
     while end is None or time.monotonic() < end:
         if not vm.alive():

@@ -42,18 +42,31 @@ class BuildOutputs:
                 raise ProfileError(f"{path} missing: run `tabvm build` first")
 
 
-TOUCH_DEVICES = ("qemu-xhci,id=xhci", "tabvm-touchscreen,id=touch,bus=xhci.0")
+XHCI = "qemu-xhci,id=xhci"
+TOUCH_DEVICE = "tabvm-touchscreen,id=touch,bus=xhci.0"
+BT_CHARDEV_ID = "bt"
+
+
+def bt_device(capture: Path | None = None) -> str:
+    """The Bluetooth controller on the xHCI bus, fed by chardev ``bt``."""
+    dev = f"tabvm-bluetooth,id=bt,bus=xhci.0,chardev={BT_CHARDEV_ID}"
+    return dev + (f",capture={capture}" if capture else "")
 
 
 def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: str,
-                    memory: str = "512M", touch: bool = True) -> VmConfig:
-    """The test guest with the battery and (``touch``) the touchscreen."""
+                    memory: str = "512M", touch: bool = True,
+                    bt_chardev: str | None = None) -> VmConfig:
+    """The test guest with the battery, (``touch``) the touchscreen and, given its
+    ``-chardev`` options (``bt_chardev``, with ``id=bt``), the Bluetooth controller."""
     outputs.check()
+    usb = (XHCI,) if touch or bt_chardev else ()
     return VmConfig(
         qemu=outputs.qemu, firmware_dir=outputs.firmware, kernel=kernel, initrd=initrd,
         append=APPEND, memory=memory, accel=accel,
         acpi_tables=(outputs.aml("battery"),),
-        devices=("tabvm-battery,id=battery", *(TOUCH_DEVICES if touch else ())),
+        chardevs=(bt_chardev,) if bt_chardev else (),
+        devices=("tabvm-battery,id=battery", *usb, *((TOUCH_DEVICE,) if touch else ()),
+                 *((bt_device(),) if bt_chardev else ())),
     )
 
 

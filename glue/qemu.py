@@ -34,6 +34,7 @@ class VmConfig:
     cpus: int = 1
     accel: str = "tcg"               # tcg | kvm (see glue.accel for "auto")
     acpi_tables: tuple[Path, ...] = ()
+    chardevs: tuple[str, ...] = ()   # -chardev arguments, for the devices' backends
     devices: tuple[str, ...] = ()    # -device arguments
     extra: tuple[str, ...] = ()
 
@@ -78,6 +79,8 @@ class Qemu:
                "-no-reboot"]
         for table in c.acpi_tables:
             cmd += ["-acpitable", f"file={table}"]
+        for chardev in c.chardevs:
+            cmd += ["-chardev", chardev]
         for dev in c.devices:
             cmd += ["-device", dev]
         return cmd + list(c.extra)

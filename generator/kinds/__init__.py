@@ -12,7 +12,7 @@ from ..checks import Claim
 from ..errors import SpecError
 from ..ir import Device
 from ..loader import Document
-from . import battery, multitouch
+from . import battery, hci, multitouch
 
 
 @dataclass(frozen=True)
@@ -29,5 +29,6 @@ KINDS: dict[str, Kind] = {
         Kind(battery.KIND, battery.SCHEMA, battery.check, battery.build, battery.claims),
         Kind(multitouch.KIND, multitouch.SCHEMA, multitouch.check, multitouch.build,
              multitouch.claims),
+        Kind(hci.KIND, hci.SCHEMA, hci.check, hci.build, hci.claims),
     )
 }

@@ -8,7 +8,8 @@ from ..checks import Claim
 from ..errors import SpecError
 from ..ir import Axis, Multitouch
 from ..loader import Document
-from ..schema import KINDS_COMMON, safe_string, uint
+from ..schema import KINDS_COMMON, uint
+from . import usb
 
 KIND = "usb-multitouch"
 MIN_CONTACTS = 5        # Windows touchscreen requirement
@@ -33,16 +34,7 @@ SCHEMA: dict[str, Any] = {
     "y": AXIS,
     "hover": {"type": "boolean", "default": True},
     "mouse_buttons": uint(0, 5, default=3),
-    "usb": {
-        "type": "dict", "required": True,
-        "schema": {
-            "vendor_id": uint(1, 0xFFFF, required=True),
-            "product_id": uint(0, 0xFFFF, required=True),
-            "manufacturer": safe_string(64, required=True),
-            "product": safe_string(64, required=True),
-            "serial": safe_string(32, required=True),
-        },
-    },
+    "usb": usb.IDENTITY,
 }
 
 
@@ -60,9 +52,7 @@ def check(doc: Document, spec: dict[str, Any]) -> list[SpecError]:
     if spec["mode"] == "hybrid" and spec["contacts_per_report"] > spec["contacts"]:
         err(("contacts_per_report",), f"is more than contacts "
             f"({spec['contacts_per_report']} > {spec['contacts']})")
-    if (spec["usb"]["vendor_id"], spec["usb"]["product_id"]) == (0x0A12, 0x0001):
-        err(("usb", "product_id"), "0a12:0001 is a CSR Bluetooth dongle ID with "
-            "driver quirks; pick another")
+    usb.check_identity(spec, err)
     return errors
 
 
@@ -71,7 +61,7 @@ def claims(doc: Document, spec: dict[str, Any]) -> list[Claim]:
 
 
 def build(doc: Document, spec: dict[str, Any]) -> Multitouch:
-    usb = spec["usb"]
+    ids = spec["usb"]
     per_report = spec["contacts"] if spec["mode"] == "parallel" else \
         spec["contacts_per_report"]
     return Multitouch(
@@ -81,6 +71,6 @@ def build(doc: Document, spec: dict[str, Any]) -> Multitouch:
         report_rate_hz=spec["report_rate_hz"],
         x=Axis(**spec["x"]), y=Axis(**spec["y"]),
         hover=spec["hover"], mouse_buttons=spec["mouse_buttons"],
-        vendor_id=usb["vendor_id"], product_id=usb["product_id"],
-        manufacturer=usb["manufacturer"], product=usb["product"], serial=usb["serial"],
+        vendor_id=ids["vendor_id"], product_id=ids["product_id"],
+        manufacturer=ids["manufacturer"], product=ids["product"], serial=ids["serial"],
     )

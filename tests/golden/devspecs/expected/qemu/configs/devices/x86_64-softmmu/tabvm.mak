@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Device set of the tabvm VM profile, for -nodefaults use
-# Generated from devspecs/battery.yaml, devspecs/touchpanel.yaml,
-# devspecs/multitouch.yaml
+# Generated from devspecs/battery.yaml, devspecs/hci.yaml,
+# devspecs/touchpanel.yaml, devspecs/multitouch.yaml
 # by the tabvm generator -- do not edit. Regenerate with: tabvm gen
 
 # Machine and stock devices the profile uses (qemu-tree/recipe.toml)
@@ -17,5 +17,6 @@ CONFIG_VIRTIO_INPUT=y
 
 # Generated devices
 CONFIG_TABVM_BATTERY=y
+CONFIG_TABVM_BLUETOOTH=y
 CONFIG_TABVM_TOUCHPANEL=y
 CONFIG_TABVM_TOUCHSCREEN=y
