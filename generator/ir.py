@@ -474,6 +474,7 @@ class Hci(UsbDevice):
     """A USB Bluetooth controller passing HCI through a chardev in H4 framing."""
 
     event_max_packet: int
+    coalesce_events: bool     # several events per interrupt transfer
     acl_max_packet: int
     sco_max_packets: tuple[int, ...]  # per alternate setting of interface 1; () = no SCO
     acl_max: int              # largest payload accepted, per packet type

@@ -398,6 +398,23 @@ class BenchSession:
         self.total = None
 
 
+def _forget_closed_le_channels(manager: Any) -> None:
+    """Bumble's ChannelManager.on_channel_closed removes a closed LE credit-based
+    channel from ``le_coc_channels`` only if the connection has no entry in
+    ``channels``, which it always has: the remote's CID then stays "in use" and
+    its next connection on the same LE link is refused (Linux reuses CID 0x40
+    at once). Forget it in both tables."""
+    closed = manager.on_channel_closed
+
+    def on_channel_closed(channel: Any) -> None:
+        closed(channel)
+        le = manager.le_coc_channels.get(channel.connection.handle, {})
+        if le.get(channel.destination_cid) is channel:
+            del le[channel.destination_cid]
+
+    manager.on_channel_closed = on_channel_closed
+
+
 async def start_advertiser(link: Any, name: str, address: str, psm: int,
                            emit: Callable[[dict], None]) -> Any:
     """The advertiser's controller + Bumble Device on ``link``, advertising."""
@@ -407,6 +424,7 @@ async def start_advertiser(link: Any, name: str, address: str, psm: int,
 
     controller = new_controller("advertiser", link, address)
     device = Device.with_hci(name, hci.Address("F0:00:00:00:00:02"), controller, controller)
+    _forget_closed_le_channels(device.l2cap_channel_manager)
     await device.power_on()
     device.create_l2cap_server(
         l2cap.LeCreditBasedChannelSpec(psm=psm, mtu=L2CAP_MTU, mps=L2CAP_MPS),

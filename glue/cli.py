@@ -46,7 +46,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--touch-range", metavar="X0:X1,Y0:Y1", type=_touch_range,
                    default=None, help="the source's axis ranges, for a source that is "
                    "not an evdev device (a pipe or file)")
-    p.add_argument("--bt", metavar="SPEC", default="bumble",
+    p.add_argument("--bt", metavar="SPEC", default="bumble", type=_bt_spec,
                    help="the Bluetooth controller's host side: bumble (a virtual "
                    "controller and an advertiser, the default), unix:PATH or "
                    "tcp:HOST:PORT (an H4 server such as an HCI bridge), hci:N (the "
@@ -54,6 +54,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: run until Ctrl-C; "
                    "demo: 30)")
+
+
+def _bt_spec(text: str) -> str:
+    if text != "none":
+        try:
+            BtBackend.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _touch_range(text: str) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -47,10 +47,13 @@ TOUCH_DEVICE = "tabvm-touchscreen,id=touch,bus=xhci.0"
 BT_CHARDEV_ID = "bt"
 
 
-def bt_device(capture: Path | None = None) -> str:
-    """The Bluetooth controller on the xHCI bus, fed by chardev ``bt``."""
+def bt_device(capture: Path | None = None, **props: str) -> str:
+    """The Bluetooth controller on the xHCI bus, fed by chardev ``bt``; ``capture``
+    writes its HCI traffic to a file, ``props`` sets other device properties."""
     dev = f"tabvm-bluetooth,id=bt,bus=xhci.0,chardev={BT_CHARDEV_ID}"
-    return dev + (f",capture={capture}" if capture else "")
+    if capture:
+        props = {"capture": str(capture), **props}
+    return dev + "".join(f",{k.replace('_', '-')}={v}" for k, v in props.items())
 
 
 def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: str,

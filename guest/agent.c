@@ -40,6 +40,12 @@
  *   usbfuzz PATH COUNT SEED
  *                        -> sends malformed USB control requests to a usbfs device
  *                           (see verb_usbfuzz); "sent N ok A stall B timeout C other D"
+ *   usbepfuzz PATH COUNT SEED
+ *                        -> sends malformed and random bulk, interrupt and isochronous
+ *                           transfers, alternate-setting switches and clear-halts to
+ *                           every non-control endpoint of a usbfs device, found in its
+ *                           descriptors (see verb_usbepfuzz); COUNT 0..1000000, SEED
+ *                           0..4294967295; "sent N ok A stall B timeout C other D"
  *   in SIZE PORT         -> reads an I/O port with a SIZE-byte access (1, 2 or 4);
  *                           payload = the value as 0x%x (x86 only)
  *   out SIZE PORT VALUE  -> writes VALUE to an I/O port with a SIZE-byte access
@@ -60,11 +66,49 @@
  *                        -> reads like events from the fd kept under ID
  *   evstop ID            -> closes the fd kept under ID (ok if none)
  *
+ * Bluetooth (DEV is the N of hciN; addresses are printed most significant byte
+ * first, "aa:bb:cc:dd:ee:ff"; hex is lowercase). Without AF_BLUETOOTH in the
+ * kernel every one is err "no bluetooth: ...". Every wait is bounded (hciup: by
+ * the kernel, which runs the controller init inside HCIDEVUP).
+ *   hcilist              -> one line per controller "hciN ADDR 0xFLAGS"; empty if none
+ *   hciup DEV            -> HCIDEVUP (already up is fine); payload "up"
+ *   hciinfo DEV          -> "name hciN addr ADDR flags 0xF up 0|1 bus N type N acl_mtu N
+ *                           acl_pkts N sco_mtu N sco_pkts N" (one line; bus and type are
+ *                           hci_dev_info.type & 0x0f and >> 4)
+ *   hcicmd DEV OPCODE PARAMS TIMEOUT_MS
+ *                        -> sends one HCI command on a raw HCI socket (OPCODE 0x0001..
+ *                           0xffff, PARAMS hex of at most 255 bytes or "-", TIMEOUT_MS
+ *                           1..60000) and waits for its Command Complete ("complete HEX",
+ *                           the return parameters, "-" if none) or Command Status
+ *                           ("status 0xNN")
+ *   lescan DEV DURATION_MS
+ *                        -> active LE scan for DURATION_MS (1..60000), legacy commands or,
+ *                           if the controller refuses them (0x01, 0x0c), extended ones;
+ *                           one line per (address, type) seen "ADDR TYPE RSSI NAME"
+ *                           sorted by address (TYPE public|random|public-id|random-id|
+ *                           anon, RSSI of the latest report, NAME complete or else
+ *                           shortened local name, spaces as '_', other unprintable bytes
+ *                           as '?', "-" if none); at most 256 advertisers
+ *   hcirtt DEV COUNT     -> COUNT (1..100000) HCI_Read_BD_ADDR round trips, one after the
+ *                           other; one line per round trip, its time in ns (send to
+ *                           Command Complete, CLOCK_MONOTONIC); err if one takes 2 s
+ *   l2send DEV ADDR public|random PSM TOTAL SDU
+ *                        -> LE credit-based L2CAP channel from hciDEV (its public
+ *                           address) to ADDR on PSM (1..0xff): one 8-byte SDU with TOTAL
+ *                           (1..1e9) as a big-endian u64, then TOTAL bytes (byte k is
+ *                           k mod 256) in SDUs of SDU (1..65535, at most the channel's
+ *                           outgoing MTU) bytes, then waits for one SDU from the peer
+ *                           holding the count it received in ASCII decimal. Payload
+ *                           "sent TOTAL acked N ns NS" (NS: first data SDU sent to answer
+ *                           received). Waits at most 10 s to connect, 10 s for room to
+ *                           send any one SDU, 30 s for the answer.
+ *
  * To add a verb: write a handler `static int verb_x(char *args, struct buf *out)`
  * returning 0 (ok) or -1 (err, message in out) and add it to VERBS[].
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/input.h>
@@ -73,10 +117,15 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/time.h>
 #include <sys/utsname.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <sys/io.h>
@@ -932,6 +981,1537 @@ static int verb_usbctl(char *args, struct buf *out)
     return 0;
 }
 
+/* ---- USB endpoint fuzzing ------------------------------------------------- */
+
+/*
+ * usbepfuzz PATH COUNT SEED: sends malformed and random transfers to every
+ * non-control endpoint of the usbfs device PATH (/dev/bus/usb/BBB/DDD). The
+ * interfaces, alternate settings and endpoints come from the descriptors that
+ * read() on PATH gives (device descriptor, then each configuration's; the active
+ * configuration is asked for with GET_CONFIGURATION only if there are several).
+ * Every interface is detached from its kernel driver and claimed; then COUNT
+ * pseudo-random operations (fuzz_rand from SEED), each one ioctl outcome:
+ *   - bulk/interrupt OUT (USBDEVFS_BULK, 20 ms) of 0..4096 random bytes, or of
+ *     bytes shaped like HCI packets whose length fields lie (ACL, command, SCO);
+ *   - bulk/interrupt IN (USBDEVFS_BULK, 20 ms) of 0..4096 bytes;
+ *   - USBDEVFS_SETINTERFACE of a random interface to a random alternate setting
+ *     (invalid ones too);
+ *   - one isochronous URB, IN or OUT, of 1..8 packets (lengths up to the
+ *     endpoint's packet size in the current alternate setting, sometimes one
+ *     over it), reaped with a 50 ms deadline, else discarded (and reaped within
+ *     1 s; if it never comes back no further isochronous URB is sent);
+ *   - USBDEVFS_CLEAR_HALT of a random endpoint (sometimes a nonexistent one).
+ * Operations whose endpoints the device lacks are not drawn. Bulk transfers go
+ * only to addresses never declared isochronous or control. At the end every
+ * interface with alternate settings is set back to 0, all are released and the
+ * kernel drivers reattached (on the error paths too). Every wait is bounded: 20 ms
+ * per bulk transfer, 50 ms + 1 s per URB, the kernel's 5 s per SET_INTERFACE or
+ * CLEAR_HALT (control requests).
+ * Payload: "sent N ok A stall B timeout C other D" (N = COUNT; stall = EPIPE,
+ * timeout = ETIMEDOUT or a discarded URB, other = any other errno).
+ */
+#define EPF_MAX_EPS 64
+#define EPF_MAX_IFS 32
+#define EPF_MAX_PACKETS 8
+#define EPF_BULK_MS 20          /* timeout of one bulk/interrupt transfer */
+#define EPF_ISO_MS 50           /* wait for an isochronous URB before discarding it */
+#define EPF_DISCARD_MS 1000     /* wait for a discarded URB to come back */
+
+struct epf_ep {
+    uint8_t addr, type, ifno, alt;  /* type: bmAttributes & 3 (1 iso, 2 bulk, 3 int) */
+    uint16_t maxp;                  /* bytes per service interval */
+};
+
+struct epf_dev {
+    int n_eps, n_ifs, claimed;      /* ifnum[0..claimed) are claimed */
+    int config;                     /* bConfigurationValue of the parsed configuration */
+    struct epf_ep eps[EPF_MAX_EPS]; /* every endpoint of every alternate setting */
+    uint8_t ifnum[EPF_MAX_IFS], max_alt[EPF_MAX_IFS], cur_alt[EPF_MAX_IFS];
+    uint8_t no_bulk[32];            /* bitmap: address declared iso or control somewhere */
+};
+
+struct epf_stats {
+    long sent, ok, stall, timeout, other;
+};
+
+static void epf_tally(struct epf_stats *s, int e)
+{
+    s->sent++;
+    if (e == 0)
+        s->ok++;
+    else if (e == EPIPE)
+        s->stall++;
+    else if (e == ETIMEDOUT)
+        s->timeout++;
+    else
+        s->other++;
+}
+
+static int epf_if_index(const struct epf_dev *d, unsigned num)
+{
+    for (int i = 0; i < d->n_ifs; i++)
+        if (d->ifnum[i] == num)
+            return i;
+    return -1;
+}
+
+/*
+ * Parses p[0..len) as read() on a usbfs node gives it and keeps the interfaces
+ * and endpoints of the configuration whose bConfigurationValue is want (the
+ * first one if none is). Stops at the first malformed descriptor (bLength < 2
+ * or past the end). Returns NULL, or what is missing.
+ */
+static const char *epf_parse(const uint8_t *p, size_t len, int want, struct epf_dev *d)
+{
+    const uint8_t *cfg = NULL;
+    size_t cfg_len = 0, pos = 18;
+    int cur = -1;                   /* ifnum[] index of the interface being read */
+    uint8_t alt = 0;
+
+    memset(d, 0, sizeof(*d));
+    if (len < 18 || p[0] < 18 || p[1] != 1)
+        return "no device descriptor";
+    for (unsigned i = 0; i < p[17] && len - pos >= 9; i++) {
+        size_t total = (size_t)p[pos + 2] | (size_t)p[pos + 3] << 8;
+        if (p[pos] < 9 || p[pos + 1] != 2 || total < 9)
+            break;
+        if (total > len - pos)
+            total = len - pos;
+        if (!cfg || (p[pos + 5] == want && cfg[5] != want)) {
+            cfg = p + pos;
+            cfg_len = total;
+        }
+        pos += total;
+    }
+    if (!cfg)
+        return "no configuration descriptor";
+    d->config = cfg[5];
+    for (size_t off = cfg[0]; off + 2 <= cfg_len;) {
+        uint8_t bl = cfg[off], type = cfg[off + 1];
+        if (bl < 2 || bl > cfg_len - off)
+            break;
+        if (type == 4) {            /* interface */
+            cur = -1;
+            if (bl >= 9) {
+                alt = cfg[off + 3];
+                cur = epf_if_index(d, cfg[off + 2]);
+                if (cur < 0 && d->n_ifs < EPF_MAX_IFS) {
+                    cur = d->n_ifs++;
+                    d->ifnum[cur] = cfg[off + 2];
+                }
+                if (cur >= 0 && alt > d->max_alt[cur])
+                    d->max_alt[cur] = alt;
+            }
+        } else if (type == 5 && bl >= 7 && cur >= 0) {  /* endpoint */
+            uint8_t addr = cfg[off + 2], t = cfg[off + 3] & 3;
+            unsigned w = cfg[off + 4] | cfg[off + 5] << 8;
+            if (t == 0 || t == 1)
+                d->no_bulk[addr / 8] |= (uint8_t)(1u << (addr % 8));
+            if (t != 0 && d->n_eps < EPF_MAX_EPS) {
+                struct epf_ep *e = &d->eps[d->n_eps++];
+                e->addr = addr;
+                e->type = t;
+                e->ifno = d->ifnum[cur];
+                e->alt = alt;
+                e->maxp = (uint16_t)((w & 0x7ff) * (1 + ((w >> 11) & 3)));
+            }
+        }
+        off += bl;
+    }
+    if (!d->n_ifs)
+        return "no interface descriptor";
+    return NULL;
+}
+
+/* "config 1, interfaces 0 1, highest alt 0 5, endpoints 0x81 0x82 0x02 0x83 0x03" */
+static void epf_describe(const struct epf_dev *d, struct buf *b)
+{
+    buf_printf(b, "config %d, interfaces", d->config);
+    for (int i = 0; i < d->n_ifs; i++)
+        buf_printf(b, " %u", d->ifnum[i]);
+    buf_str(b, ", highest alt");
+    for (int i = 0; i < d->n_ifs; i++)
+        buf_printf(b, " %u", d->max_alt[i]);
+    buf_str(b, ", endpoints");
+    for (int i = 0; i < d->n_eps; i++) {
+        int seen = 0;
+        for (int j = 0; j < i; j++)
+            seen |= d->eps[j].addr == d->eps[i].addr;
+        if (!seen)
+            buf_printf(b, " 0x%02x", d->eps[i].addr);
+    }
+    if (!d->n_eps)
+        buf_str(b, " none");
+}
+
+/* Bulk-safe: not declared iso/control anywhere, so USBDEVFS_BULK never hits one. */
+static int epf_bulk_ok(const struct epf_dev *d, const struct epf_ep *e)
+{
+    return (e->type == 2 || e->type == 3) &&
+           !(d->no_bulk[e->addr / 8] & (1u << (e->addr % 8)));
+}
+
+static int epf_match(const struct epf_dev *d, const struct epf_ep *e, int want_iso, int dir)
+{
+    return want_iso ? e->type == 1 : epf_bulk_ok(d, e) && (e->addr & 0x80) == dir;
+}
+
+/* How many eps[] entries are iso (want_iso) or bulk-safe in direction dir. */
+static int epf_count(const struct epf_dev *d, int want_iso, int dir)
+{
+    int n = 0;
+    for (int i = 0; i < d->n_eps; i++)
+        n += epf_match(d, &d->eps[i], want_iso, dir);
+    return n;
+}
+
+/* Index of a random one of them; the caller made sure there is one. */
+static int epf_pick(const struct epf_dev *d, int want_iso, int dir, uint32_t *state)
+{
+    int n = epf_count(d, want_iso, dir), k;
+    if (n == 0)
+        return 0;
+    k = (int)(fuzz_rand(state) % (uint32_t)n);
+    for (int i = 0; i < d->n_eps; i++)
+        if (epf_match(d, &d->eps[i], want_iso, dir) && k-- == 0)
+            return i;
+    return 0;
+}
+
+/* Packet size of endpoint addr in its interface's current alternate setting. */
+static unsigned epf_cur_maxp(const struct epf_dev *d, uint8_t addr, uint8_t ifno)
+{
+    int k = epf_if_index(d, ifno);
+    for (int i = 0; i < d->n_eps; i++)
+        if (d->eps[i].addr == addr && d->eps[i].ifno == ifno && k >= 0 &&
+            d->eps[i].alt == d->cur_alt[k])
+            return d->eps[i].maxp;
+    return 0;
+}
+
+static void epf_random(uint8_t *p, size_t n, uint32_t *state)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)fuzz_rand(state);
+}
+
+/* A random length 0..max, often an edge (0, 1, 63..65, 511..513, max). */
+static unsigned epf_len(unsigned max, uint32_t *state)
+{
+    static const unsigned edges[] = {0, 1, 2, 3, 4, 63, 64, 65, 255, 256, 511, 512,
+                                     513, 1021, 1024, 4095, 4096};
+    unsigned n = fuzz_rand(state) % 4 ? fuzz_rand(state) % (max + 1)
+                                      : edges[fuzz_rand(state) % 17];
+    return n > max ? max : n;
+}
+
+/*
+ * Fills p (4096 bytes) with HCI-shaped bytes whose length fields disagree with
+ * the data; returns the length to send.
+ */
+static unsigned epf_shape(uint8_t *p, uint32_t *state)
+{
+    static const uint16_t huge[] = {0xffff, 0xfffe, 0x8000, 0x1001, 0x0400,
+                                    0x03ff, 0x0100};
+    static const uint16_t opcodes[] = {0x0c03, 0x1009, 0x1001, 0x1005, 0x0c13,
+                                       0x200b, 0x200c, 0x0405, 0xfc00};
+    unsigned kind = fuzz_rand(state) % 5, n = 0, dl, field;
+
+    epf_random(p, 4096, state);
+    switch (kind) {
+    case 0:     /* one ACL packet, length field != data length */
+    case 1:     /* an ACL header with a huge length field and little data */
+    case 2: {   /* back-to-back ACL packets, the last one cut short or overlong */
+        unsigned packets = kind == 2 ? 2 + fuzz_rand(state) % 7 : 1;
+        for (unsigned k = 0; k < packets && n + 4 <= 4096; k++) {
+            unsigned handle = fuzz_rand(state) % 4 ? fuzz_rand(state) % 4 : fuzz_rand(state);
+            handle = (handle & 0x0fff) | (fuzz_rand(state) % 4 ? 0x2000u : fuzz_rand(state) << 12);
+            dl = fuzz_rand(state) % (kind == 2 ? 64 : 4093);
+            if (kind == 1) {
+                field = huge[fuzz_rand(state) % 7];
+                dl = fuzz_rand(state) % 64;
+            } else if (k + 1 < packets) {
+                field = dl;
+            } else {
+                field = fuzz_rand(state) % 2 && dl ? fuzz_rand(state) % dl
+                                                   : dl + 1 + fuzz_rand(state) % 300;
+            }
+            if (n + 4 + dl > 4096)
+                dl = 4096 - n - 4;
+            p[n] = (uint8_t)handle;
+            p[n + 1] = (uint8_t)(handle >> 8);
+            p[n + 2] = (uint8_t)field;
+            p[n + 3] = (uint8_t)(field >> 8);
+            n += 4 + dl;
+        }
+        return n;
+    }
+    case 3: {   /* HCI command: plen != parameter bytes */
+        unsigned op = fuzz_rand(state) % 2 ? opcodes[fuzz_rand(state) % 9]
+                                           : fuzz_rand(state) & 0xffff;
+        unsigned plen = fuzz_rand(state) & 0xff;
+        dl = fuzz_rand(state) % 260;
+        if (dl == plen)
+            dl++;
+        p[0] = (uint8_t)op;
+        p[1] = (uint8_t)(op >> 8);
+        p[2] = (uint8_t)plen;
+        return 3 + dl;
+    }
+    default: {  /* SCO: 1-byte length != data length */
+        unsigned handle = fuzz_rand(state) & 0x3fff, slen = fuzz_rand(state) & 0xff;
+        dl = fuzz_rand(state) % 300;
+        if (dl == slen)
+            dl++;
+        p[0] = (uint8_t)handle;
+        p[1] = (uint8_t)(handle >> 8);
+        p[2] = (uint8_t)slen;
+        return 3 + dl;
+    }
+    }
+}
+
+/*
+ * Waits for the URB just submitted: up to EPF_ISO_MS, then discards it and waits
+ * up to EPF_DISCARD_MS more. Returns 0 or an errno like a synchronous transfer
+ * (ETIMEDOUT if it had to be discarded); sets *stuck if it never came back.
+ */
+static int epf_reap(int fd, struct usbdevfs_urb *urb, int *stuck)
+{
+    struct timespec t0;
+    long limit = EPF_ISO_MS;
+    int discarded = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        void *done = NULL;
+        if (ioctl(fd, USBDEVFS_REAPURBNDELAY, &done) == 0) {
+            if (done != urb)
+                continue;           /* not ours (cannot happen: one at a time) */
+            if (discarded && (urb->status == -ENOENT || urb->status == -ECONNRESET))
+                return ETIMEDOUT;
+            return urb->status < 0 ? -urb->status : 0;
+        }
+        if (errno != EAGAIN && errno != EINTR) {
+            int e = errno;
+            if (!discarded)
+                ioctl(fd, USBDEVFS_DISCARDURB, urb);
+            *stuck = 1;
+            return e;
+        }
+        long left = limit - ms_since(&t0);
+        if (left <= 0) {
+            if (discarded) {
+                *stuck = 1;
+                return ETIMEDOUT;
+            }
+            ioctl(fd, USBDEVFS_DISCARDURB, urb);  /* EINVAL if it just completed */
+            discarded = 1;
+            limit += EPF_DISCARD_MS;
+            continue;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        poll(&pfd, 1, (int)left);
+    }
+}
+
+/* One isochronous URB to a random iso endpoint; returns 0 or an errno. */
+static int epf_iso(int fd, struct epf_dev *d, struct usbdevfs_urb *urb, uint8_t *data,
+                   uint32_t *state, int *stuck)
+{
+    const struct epf_ep *e = &d->eps[epf_pick(d, 1, 0, state)];
+    unsigned maxp = epf_cur_maxp(d, e->addr, e->ifno);
+    unsigned npk = 1 + fuzz_rand(state) % EPF_MAX_PACKETS;
+    unsigned over = fuzz_rand(state) % 8 ? npk : fuzz_rand(state) % npk;
+    unsigned total = 0;
+
+    if (maxp > 3072)
+        maxp = 3072;
+    memset(urb, 0, sizeof(*urb) + EPF_MAX_PACKETS * sizeof(urb->iso_frame_desc[0]));
+    for (unsigned k = 0; k < npk; k++) {
+        unsigned l = k == over ? maxp + 1 + fuzz_rand(state) % 64
+                               : fuzz_rand(state) % (maxp + 1);
+        urb->iso_frame_desc[k].length = l;
+        if (!(e->addr & 0x80)) {
+            epf_random(data + total, l, state);
+            if (l >= 3 && fuzz_rand(state) % 2) {   /* SCO header, wrong length */
+                data[total] = (uint8_t)fuzz_rand(state);
+                data[total + 1] = (uint8_t)(fuzz_rand(state) & 0x3f);
+                data[total + 2] = (uint8_t)(l - 3 + 1 + fuzz_rand(state) % 250);
+            }
+        }
+        total += l;
+    }
+    urb->type = USBDEVFS_URB_TYPE_ISO;
+    urb->endpoint = e->addr;
+    urb->flags = USBDEVFS_URB_ISO_ASAP;
+    urb->buffer = data;
+    urb->buffer_length = (int)total;
+    urb->number_of_packets = (int)npk;
+    urb->usercontext = urb;
+    if (ioctl(fd, USBDEVFS_SUBMITURB, urb) < 0)
+        return errno;
+    return epf_reap(fd, urb, stuck);
+}
+
+/* Sets multi-alt interfaces back to 0, releases what is claimed, reattaches
+   the kernel drivers of every interface; returns 0 or the set-alt errno. */
+static int epf_release(int fd, struct epf_dev *d, unsigned *bad_if)
+{
+    int err = 0;
+    for (int i = 0; i < d->claimed; i++) {
+        struct usbdevfs_setinterface si = {.interface = d->ifnum[i], .altsetting = 0};
+        if (d->max_alt[i] && ioctl(fd, USBDEVFS_SETINTERFACE, &si) < 0 && !err) {
+            err = errno;
+            *bad_if = d->ifnum[i];
+        }
+    }
+    for (int i = 0; i < d->claimed; i++) {
+        unsigned int ifno = d->ifnum[i];
+        ioctl(fd, USBDEVFS_RELEASEINTERFACE, &ifno);
+    }
+    d->claimed = 0;
+    for (int i = 0; i < d->n_ifs; i++) {
+        struct usbdevfs_ioctl attach = {.ifno = d->ifnum[i], .ioctl_code = USBDEVFS_CONNECT};
+        ioctl(fd, USBDEVFS_IOCTL, &attach);     /* EBUSY if bound already: fine */
+    }
+    return err;
+}
+
+static int verb_usbepfuzz(char *args, struct buf *out)
+{
+    static uint8_t desc[65536];
+    static uint8_t data[EPF_MAX_PACKETS * (3072 + 64)];
+    static struct epf_dev dev;
+    static struct usbdevfs_urb *urb;    /* with room for EPF_MAX_PACKETS packets */
+    char *seed_s = args ? split_last(args) : NULL;
+    char *count_s = seed_s ? split_last(args) : NULL;
+    unsigned long count, seed;
+    struct epf_stats st = {0};
+    struct stat sb;
+    const char *why;
+    size_t n = 0;
+    int fd, want = -1, stuck = 0;
+    uint32_t state;
+    unsigned bad_if = 0;
+
+    if (!count_s || !*args || parse_dec(count_s, 0, 1000000, &count) < 0 ||
+        parse_dec(seed_s, 0, 0xffffffffUL, &seed) < 0)
+        return fail(out, "usage: usbepfuzz PATH COUNT SEED (COUNT 0..1000000, "
+                         "SEED 0..4294967295)");
+    state = (uint32_t)seed;
+    if (!urb)
+        urb = calloc(1, sizeof(*urb) + EPF_MAX_PACKETS * sizeof(urb->iso_frame_desc[0]));
+    if (!urb)
+        return fail(out, "out of memory");
+    fd = open(args, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return fail_errno(out, "open", args);
+    if (fstat(fd, &sb) < 0 || !(S_ISREG(sb.st_mode) ||
+                                (S_ISCHR(sb.st_mode) && major(sb.st_rdev) == 189))) {
+        close(fd);
+        return fail(out, "%s: not a usbfs device node (char 189:N) or a file", args);
+    }
+    memset(desc, 0, sizeof(desc));  /* the kernel skips, not zeroes, what it lacks */
+    while (n < sizeof(desc)) {
+        ssize_t r = read(fd, desc + n, sizeof(desc) - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            return fail(out, "read descriptors from %s: %s", args, strerror(e));
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    if (n >= 18 && desc[17] > 1) {   /* several configurations: which one is active */
+        uint8_t value = 0;
+        struct usbdevfs_ctrltransfer ct = {.bRequestType = 0x80, .bRequest = 8,
+                                           .wLength = 1, .timeout = 500, .data = &value};
+        if (ioctl(fd, USBDEVFS_CONTROL, &ct) == 1)
+            want = value;
+    }
+    why = epf_parse(desc, n, want, &dev);
+    if (why) {
+        close(fd);
+        return fail(out, "%s: %s (%zu bytes of descriptors)", args, why, n);
+    }
+    for (int i = 0; i < dev.n_ifs; i++) {
+        struct usbdevfs_ioctl detach = {.ifno = dev.ifnum[i],
+                                        .ioctl_code = USBDEVFS_DISCONNECT};
+        ioctl(fd, USBDEVFS_IOCTL, &detach);    /* fails if no driver: fine */
+    }
+    for (int i = 0; i < dev.n_ifs; i++) {
+        unsigned int ifno = dev.ifnum[i];
+        if (ioctl(fd, USBDEVFS_CLAIMINTERFACE, &ifno) < 0) {
+            int e = errno;
+            struct buf what = {0};
+            epf_release(fd, &dev, &bad_if);
+            close(fd);
+            epf_describe(&dev, &what);
+            fail(out, "claim interface %u: %s (%.*s)", ifno, strerror(e), (int)what.len,
+                 what.data);
+            free(what.data);
+            return -1;
+        }
+        dev.claimed = i + 1;
+    }
+
+    /* operation weights (of 32): OUT random, OUT shaped, IN, set alt, iso, clear halt */
+    int has_out = epf_count(&dev, 0, 0) > 0, has_in = epf_count(&dev, 0, 0x80) > 0;
+    for (unsigned long i = 0; i < count; i++) {
+        int has_iso = !stuck && epf_count(&dev, 1, 0) > 0;
+        unsigned w[6] = {has_out ? 9 : 0, has_out ? 8 : 0, has_in ? 6 : 0, 2,
+                         has_iso ? 5 : 0, 2};
+        unsigned sum = 0, op = 0, r;
+        for (int k = 0; k < 6; k++)
+            sum += w[k];
+        r = fuzz_rand(&state) % sum;
+        while (r >= w[op])
+            r -= w[op++];
+        if (op <= 2) {              /* bulk/interrupt OUT or IN */
+            const struct epf_ep *e = &dev.eps[epf_pick(&dev, 0, op == 2 ? 0x80 : 0, &state)];
+            struct usbdevfs_bulktransfer bt = {.ep = e->addr, .timeout = EPF_BULK_MS,
+                                               .data = data};
+            if (op == 0) {
+                bt.len = epf_len(4096, &state);
+                epf_random(data, bt.len, &state);
+            } else if (op == 1) {
+                bt.len = epf_shape(data, &state);
+            } else {
+                bt.len = epf_len(4096, &state);
+            }
+            epf_tally(&st, ioctl(fd, USBDEVFS_BULK, &bt) < 0 ? errno : 0);
+        } else if (op == 3) {       /* set a (maybe invalid) alternate setting */
+            int k = fuzz_rand(&state) % 16 ? (int)(fuzz_rand(&state) % (uint32_t)dev.n_ifs) : -1;
+            struct usbdevfs_setinterface si;
+            si.interface = k >= 0 ? dev.ifnum[k] : fuzz_rand(&state) % 40;
+            si.altsetting = fuzz_rand(&state) % 8 || k < 0
+                                ? fuzz_rand(&state) % (k >= 0 ? dev.max_alt[k] + 2u : 8u)
+                                : fuzz_rand(&state) & 0xff;
+            int e = ioctl(fd, USBDEVFS_SETINTERFACE, &si) < 0 ? errno : 0;
+            if (!e && (k = epf_if_index(&dev, si.interface)) >= 0)
+                dev.cur_alt[k] = (uint8_t)si.altsetting;
+            epf_tally(&st, e);
+        } else if (op == 4) {       /* isochronous URB */
+            epf_tally(&st, epf_iso(fd, &dev, urb, data, &state, &stuck));
+        } else {                    /* clear halt */
+            unsigned int ep = dev.n_eps && fuzz_rand(&state) % 8
+                                  ? dev.eps[fuzz_rand(&state) % (uint32_t)dev.n_eps].addr
+                                  : fuzz_rand(&state) & 0xff;
+            epf_tally(&st, ioctl(fd, USBDEVFS_CLEAR_HALT, &ep) < 0 ? errno : 0);
+        }
+    }
+    int e = epf_release(fd, &dev, &bad_if);
+    close(fd);                      /* kills a URB that never came back */
+    if (e)
+        return fail(out, "set interface %u back to alt 0: %s (after sent %ld ok %ld "
+                         "stall %ld timeout %ld other %ld)", bad_if, strerror(e),
+                    st.sent, st.ok, st.stall, st.timeout, st.other);
+    buf_printf(out, "sent %ld ok %ld stall %ld timeout %ld other %ld", st.sent, st.ok,
+               st.stall, st.timeout, st.other);
+    return 0;
+}
+
+/* ---- Bluetooth: HCI and L2CAP sockets ----------------------------------- */
+
+/*
+ * The kernel's Bluetooth socket ABI, defined here (names and values as in the
+ * Linux headers named) so the agent builds without libbluetooth-dev.
+ */
+#ifndef AF_BLUETOOTH
+#define AF_BLUETOOTH 31                 /* include/linux/socket.h */
+#endif
+#ifndef SOL_BLUETOOTH
+#define SOL_BLUETOOTH 274               /* include/linux/socket.h */
+#endif
+#define BTPROTO_L2CAP 0                 /* include/net/bluetooth/bluetooth.h */
+#define BTPROTO_HCI 1
+#define SOL_HCI 0
+#define BT_SNDMTU 12
+#define BT_RCVMTU 13
+#define BDADDR_LE_PUBLIC 0x01
+#define BDADDR_LE_RANDOM 0x02
+#define HCI_FILTER 2                    /* include/net/bluetooth/hci_sock.h */
+#define HCI_CHANNEL_RAW 0
+#define HCIDEVUP _IOW('H', 201, int)
+#define HCIGETDEVLIST _IOR('H', 210, int)
+#define HCIGETDEVINFO _IOR('H', 211, int)
+#define HCI_COMMAND_PKT 0x01            /* include/net/bluetooth/hci.h */
+#define HCI_EVENT_PKT 0x04
+#define HCI_EV_CMD_COMPLETE 0x0e
+#define HCI_EV_CMD_STATUS 0x0f
+#define HCI_EV_LE_META 0x3e
+#define HCI_EV_LE_ADVERTISING_REPORT 0x02
+#define HCI_EV_LE_EXT_ADV_REPORT 0x0d
+#define HCI_UP 0                        /* bit number in hci_dev_info.flags */
+#define HCI_OP_READ_BD_ADDR 0x1009
+#define HCI_OP_LE_SET_SCAN_PARAM 0x200b
+#define HCI_OP_LE_SET_SCAN_ENABLE 0x200c
+#define HCI_OP_LE_SET_EXT_SCAN_PARAMS 0x2041
+#define HCI_OP_LE_SET_EXT_SCAN_ENABLE 0x2042
+#define HCI_ERR_UNKNOWN_COMMAND 0x01    /* Core spec, vol 1 part F */
+#define HCI_ERR_COMMAND_DISALLOWED 0x0c
+#define AD_NAME_SHORT 0x08              /* Core spec supplement, part A 1.2 */
+#define AD_NAME_COMPLETE 0x09
+
+/* bdaddr_t (bluetooth.h): least significant byte first. */
+typedef struct {
+    uint8_t b[6];
+} bdaddr_t;
+
+/* hci_sock.h */
+struct sockaddr_hci {
+    sa_family_t hci_family;
+    unsigned short hci_dev;
+    unsigned short hci_channel;
+};
+
+/* What setsockopt(SOL_HCI, HCI_FILTER) copies in: struct hci_ufilter in
+ * hci_sock.h (the kernel's own struct hci_filter uses unsigned long). */
+struct hci_filter {
+    uint32_t type_mask;         /* bit N: packet type N */
+    uint32_t event_mask[2];     /* bit N: event code N (0..63) */
+    uint16_t opcode;            /* 0: every Command Complete/Status */
+};
+
+/* hci_sock.h */
+struct hci_dev_stats {
+    uint32_t err_rx, err_tx, cmd_tx, evt_rx, acl_tx, acl_rx, sco_tx, sco_rx,
+        byte_rx, byte_tx;
+};
+
+/* hci_sock.h; the kernel fills type with (bus & 0x0f) | (dev_type << 4). */
+struct hci_dev_info {
+    uint16_t dev_id;
+    char name[8];
+    bdaddr_t bdaddr;
+    uint32_t flags;
+    uint8_t type;
+    uint8_t features[8];
+    uint32_t pkt_type;
+    uint32_t link_policy;
+    uint32_t link_mode;
+    uint16_t acl_mtu;
+    uint16_t acl_pkts;
+    uint16_t sco_mtu;
+    uint16_t sco_pkts;
+    struct hci_dev_stats stat;
+};
+
+#define HCI_MAX_DEV 16          /* controllers asked for, as BlueZ does */
+
+/* hci_sock.h (there dev_req[] is a flexible array member) */
+struct hci_dev_req {
+    uint16_t dev_id;
+    uint32_t dev_opt;
+};
+struct hci_dev_list_req {
+    uint16_t dev_num;
+    struct hci_dev_req dev_req[HCI_MAX_DEV];
+};
+
+/* l2cap.h */
+struct sockaddr_l2 {
+    sa_family_t l2_family;
+    uint16_t l2_psm;            /* little endian */
+    bdaddr_t l2_bdaddr;
+    uint16_t l2_cid;            /* little endian */
+    uint8_t l2_bdaddr_type;
+};
+
+_Static_assert(sizeof(bdaddr_t) == 6, "bdaddr_t");
+_Static_assert(sizeof(struct sockaddr_hci) == 6, "sockaddr_hci");
+_Static_assert(sizeof(struct hci_filter) == 16 &&
+               offsetof(struct hci_filter, opcode) == 12, "hci_ufilter");
+_Static_assert(offsetof(struct hci_dev_info, bdaddr) == 10 &&
+               offsetof(struct hci_dev_info, flags) == 16 &&
+               offsetof(struct hci_dev_info, type) == 20 &&
+               offsetof(struct hci_dev_info, pkt_type) == 32 &&
+               offsetof(struct hci_dev_info, acl_mtu) == 44 &&
+               offsetof(struct hci_dev_info, stat) == 52 &&
+               sizeof(struct hci_dev_info) == 92, "hci_dev_info");
+_Static_assert(sizeof(struct hci_dev_req) == 8 &&
+               offsetof(struct hci_dev_list_req, dev_req) == 4, "hci_dev_list_req");
+_Static_assert(offsetof(struct sockaddr_l2, l2_bdaddr) == 4 &&
+               offsetof(struct sockaddr_l2, l2_cid) == 10 &&
+               offsetof(struct sockaddr_l2, l2_bdaddr_type) == 12 &&
+               sizeof(struct sockaddr_l2) == 14, "sockaddr_l2");
+
+#define HCI_DEV_MAX 0xfffeUL            /* 0xffff is HCI_DEV_NONE */
+#define HCI_CMD_TIMEOUT_MS 2000L        /* hcirtt and lescan's own commands */
+#define HCI_MAX_TIMEOUT_MS 60000UL      /* hcicmd TIMEOUT_MS, lescan DURATION_MS */
+#define HCI_RTT_MAX_COUNT 100000UL
+#define SCAN_MAX 256                    /* distinct advertisers kept by lescan */
+#define L2_CONNECT_TIMEOUT_MS 10000L
+#define L2_STALL_TIMEOUT_MS 10000L      /* longest wait for room to send one SDU */
+#define L2_ANSWER_TIMEOUT_MS 30000L
+#define L2_MAX_TOTAL 1000000000UL
+#define L2_MAX_SDU 65535UL
+
+/*
+ * Splits args at single spaces into at most n fields; returns how many there
+ * are (0 for none), or -1 if there are more than n.
+ */
+static int split_fields(char *args, char **f, int n)
+{
+    int k = 0;
+    char *s = args;
+    if (!s || !*s)
+        return 0;
+    for (;;) {
+        if (k == n)
+            return -1;
+        f[k++] = s;
+        s = split_word(s);
+        if (!s)
+            return k;
+    }
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Parses decimal, or hex with 0x, in [min, max] (max < 2^32); 0, or -1. */
+static int parse_num(const char *s, unsigned long min, unsigned long max,
+                     unsigned long *value)
+{
+    unsigned long n = 0;
+    if (!s || s[0] != '0' || (s[1] != 'x' && s[1] != 'X'))
+        return parse_dec(s, min, max, value);
+    if (!s[2])
+        return -1;
+    for (s += 2; *s; s++) {
+        int d = hex_digit(*s);
+        if (d < 0)
+            return -1;
+        n = n * 16 + (unsigned long)d;
+        if (n > max)
+            return -1;
+    }
+    if (n < min)
+        return -1;
+    *value = n;
+    return 0;
+}
+
+/* Parses "-" (no bytes) or an even number of hex digits, at most size bytes. */
+static int parse_hex(const char *s, uint8_t *p, size_t size, size_t *len)
+{
+    size_t n = strlen(s);
+    if (!strcmp(s, "-")) {
+        *len = 0;
+        return 0;
+    }
+    if (n == 0 || n % 2 || n / 2 > size)
+        return -1;
+    for (size_t i = 0; i < n / 2; i++) {
+        int hi = hex_digit(s[2 * i]), lo = hex_digit(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        p[i] = (uint8_t)(hi << 4 | lo);
+    }
+    *len = n / 2;
+    return 0;
+}
+
+/* Parses "aa:bb:cc:dd:ee:ff" (most significant byte first) into a bdaddr_t. */
+static int parse_bdaddr(const char *s, bdaddr_t *a)
+{
+    if (strlen(s) != 17)
+        return -1;
+    for (int i = 0; i < 6; i++) {
+        int hi = hex_digit(s[3 * i]), lo = hex_digit(s[3 * i + 1]);
+        if (hi < 0 || lo < 0 || (i < 5 && s[3 * i + 2] != ':'))
+            return -1;
+        a->b[5 - i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+/* Formats a bdaddr_t as "aa:bb:cc:dd:ee:ff" (most significant byte first). */
+static void format_bdaddr(const uint8_t b[6], char s[18])
+{
+    snprintf(s, 18, "%02x:%02x:%02x:%02x:%02x:%02x", b[5], b[4], b[3], b[2],
+             b[1], b[0]);
+}
+
+static long long ns_between(const struct timespec *a, const struct timespec *b)
+{
+    return (long long)(b->tv_sec - a->tv_sec) * 1000000000LL + (b->tv_nsec - a->tv_nsec);
+}
+
+/* A Bluetooth socket; on failure out says why ("no bluetooth: ..." if the
+ * kernel has no AF_BLUETOOTH or not this protocol). */
+static int bt_socket(int type, int proto, struct buf *out)
+{
+    int fd = socket(AF_BLUETOOTH, type | SOCK_CLOEXEC, proto);
+    if (fd >= 0)
+        return fd;
+    if (errno == EAFNOSUPPORT || errno == EPROTONOSUPPORT || errno == ESOCKTNOSUPPORT)
+        fail(out, "no bluetooth: socket(AF_BLUETOOTH, %s): %s",
+             proto == BTPROTO_HCI ? "BTPROTO_HCI" : "BTPROTO_L2CAP", strerror(errno));
+    else
+        fail(out, "socket(AF_BLUETOOTH): %s", strerror(errno));
+    return -1;
+}
+
+static int hci_fail(struct buf *out, unsigned long dev, const char *what, int e)
+{
+    if (e == ENODEV)
+        return fail(out, "hci%lu: no such controller", dev);
+    return fail(out, "%s hci%lu: %s", what, dev, strerror(e));
+}
+
+/* HCIGETDEVINFO for hciDEV. */
+static int hci_devinfo(unsigned long dev, struct hci_dev_info *di, struct buf *out)
+{
+    int fd = bt_socket(SOCK_RAW, BTPROTO_HCI, out);
+    if (fd < 0)
+        return -1;
+    memset(di, 0, sizeof(*di));
+    di->dev_id = (uint16_t)dev;
+    int r = ioctl(fd, HCIGETDEVINFO, di);
+    int e = errno;
+    close(fd);
+    if (r < 0)
+        return hci_fail(out, dev, "HCIGETDEVINFO", e);
+    return 0;
+}
+
+static int cmp_dev_req(const void *a, const void *b)
+{
+    const struct hci_dev_req *x = a, *y = b;
+    return (int)x->dev_id - (int)y->dev_id;
+}
+
+static int verb_hcilist(char *args, struct buf *out)
+{
+    struct hci_dev_list_req dl;
+    if (args && *args)
+        return fail(out, "usage: hcilist");
+    int fd = bt_socket(SOCK_RAW, BTPROTO_HCI, out);
+    if (fd < 0)
+        return -1;
+    memset(&dl, 0, sizeof(dl));
+    dl.dev_num = HCI_MAX_DEV;
+    if (ioctl(fd, HCIGETDEVLIST, &dl) < 0) {
+        int e = errno;
+        close(fd);
+        return fail(out, "HCIGETDEVLIST: %s", strerror(e));
+    }
+    size_t n = dl.dev_num < HCI_MAX_DEV ? dl.dev_num : HCI_MAX_DEV;
+    qsort(dl.dev_req, n, sizeof(dl.dev_req[0]), cmp_dev_req);
+    for (size_t i = 0; i < n; i++) {
+        struct hci_dev_info di;
+        char addr[18];
+        memset(&di, 0, sizeof(di));
+        di.dev_id = dl.dev_req[i].dev_id;
+        if (ioctl(fd, HCIGETDEVINFO, &di) < 0) {
+            int e = errno;
+            if (e == ENODEV)
+                continue; /* unregistered meanwhile */
+            close(fd);
+            return hci_fail(out, di.dev_id, "HCIGETDEVINFO", e);
+        }
+        format_bdaddr(di.bdaddr.b, addr);
+        buf_printf(out, "%shci%u %s 0x%x", out->len ? "\n" : "", (unsigned)di.dev_id,
+                   addr, (unsigned)di.flags);
+    }
+    close(fd);
+    return 0;
+}
+
+static int verb_hciup(char *args, struct buf *out)
+{
+    unsigned long dev;
+    if (parse_dec(args, 0, HCI_DEV_MAX, &dev) < 0)
+        return fail(out, "usage: hciup DEV (DEV: N of hciN)");
+    int fd = bt_socket(SOCK_RAW, BTPROTO_HCI, out);
+    if (fd < 0)
+        return -1;
+    int r = ioctl(fd, HCIDEVUP, (unsigned long)dev);
+    int e = errno;
+    close(fd);
+    if (r < 0 && e != EALREADY)
+        return hci_fail(out, dev, "HCIDEVUP", e);
+    buf_str(out, "up");
+    return 0;
+}
+
+static int verb_hciinfo(char *args, struct buf *out)
+{
+    unsigned long dev;
+    struct hci_dev_info di;
+    char addr[18];
+    if (parse_dec(args, 0, HCI_DEV_MAX, &dev) < 0)
+        return fail(out, "usage: hciinfo DEV (DEV: N of hciN)");
+    if (hci_devinfo(dev, &di, out) < 0)
+        return -1;
+    format_bdaddr(di.bdaddr.b, addr);
+    buf_printf(out, "name %.*s addr %s flags 0x%x up %u bus %u type %u acl_mtu %u "
+               "acl_pkts %u sco_mtu %u sco_pkts %u",
+               (int)strnlen(di.name, sizeof(di.name)), di.name, addr,
+               (unsigned)di.flags, (unsigned)(di.flags >> HCI_UP & 1),
+               (unsigned)(di.type & 0x0f), (unsigned)(di.type >> 4),
+               (unsigned)di.acl_mtu, (unsigned)di.acl_pkts, (unsigned)di.sco_mtu,
+               (unsigned)di.sco_pkts);
+    return 0;
+}
+
+/*
+ * A raw HCI socket bound to hciDEV that receives only HCI events: Command
+ * Complete and Command Status, plus LE Meta if le_meta.
+ */
+static int hci_open_raw(unsigned long dev, int le_meta, struct buf *out)
+{
+    struct sockaddr_hci a = {.hci_family = AF_BLUETOOTH, .hci_dev = (unsigned short)dev,
+                             .hci_channel = HCI_CHANNEL_RAW};
+    struct hci_filter f = {.type_mask = 1u << HCI_EVENT_PKT};
+    const uint8_t events[] = {HCI_EV_CMD_COMPLETE, HCI_EV_CMD_STATUS, HCI_EV_LE_META};
+    int fd = bt_socket(SOCK_RAW, BTPROTO_HCI, out);
+    if (fd < 0)
+        return -1;
+    for (size_t i = 0; i < (le_meta ? 3u : 2u); i++)
+        f.event_mask[events[i] >> 5] |= 1u << (events[i] & 31);
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        int e = errno;
+        close(fd);
+        return hci_fail(out, dev, "bind", e);
+    }
+    if (setsockopt(fd, SOL_HCI, HCI_FILTER, &f, sizeof(f)) < 0) {
+        int e = errno;
+        close(fd);
+        return fail(out, "setsockopt HCI_FILTER: %s", strerror(e));
+    }
+    return fd;
+}
+
+static int hci_send_cmd(int fd, unsigned opcode, const uint8_t *params, size_t plen)
+{
+    uint8_t pkt[4 + 255];
+    ssize_t w;
+    if (plen > 255) {
+        errno = EINVAL;
+        return -1;
+    }
+    pkt[0] = HCI_COMMAND_PKT;
+    pkt[1] = opcode & 0xff;     /* HCI is little endian */
+    pkt[2] = opcode >> 8 & 0xff;
+    pkt[3] = (uint8_t)plen;
+    if (plen)
+        memcpy(pkt + 4, params, plen);
+    do
+        w = write(fd, pkt, 4 + plen);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return -1;
+    if ((size_t)w != 4 + plen) {
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+static int hci_send_fail(struct buf *out, unsigned long dev, unsigned opcode)
+{
+    if (errno == ENETDOWN)
+        return fail(out, "hci%lu is down (hciup %lu first)", dev, dev);
+    return fail(out, "send command 0x%04x to hci%lu: %s", opcode, dev, strerror(errno));
+}
+
+/* One HCI event from a raw socket. */
+struct hci_event {
+    uint8_t pkt[1024];          /* packet type, event code, length, parameters */
+    uint8_t code;
+    const uint8_t *params;
+    size_t len;                 /* parameter bytes present (never past the read) */
+};
+
+/* Waits until timeout_ms after t0 for one event: 1 (got one), 0 (timed out),
+ * -1 (error, errno set). */
+static int hci_read_event(int fd, const struct timespec *t0, long timeout_ms,
+                          struct hci_event *ev)
+{
+    for (;;) {
+        long left = timeout_ms - ms_since(t0);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = poll(&pfd, 1, left > 0 ? (int)left : 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0) {
+            if (left <= 0)
+                return 0;
+            continue;
+        }
+        ssize_t n = recv(fd, ev->pkt, sizeof(ev->pkt), MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0) {
+            errno = EPIPE; /* socket closed (controller gone) */
+            return -1;
+        }
+        if (n < 3 || ev->pkt[0] != HCI_EVENT_PKT)
+            continue;
+        ev->code = ev->pkt[1];
+        ev->params = ev->pkt + 3;
+        ev->len = ev->pkt[2] < (size_t)n - 3 ? ev->pkt[2] : (size_t)n - 3;
+        return 1;
+    }
+}
+
+/* What lescan has seen, per (address, address type). */
+struct advert {
+    bdaddr_t addr;
+    uint8_t type;               /* 0 public, 1 random, 2/3 identity, 0xff anonymous */
+    int8_t rssi;                /* of the latest report; 127: not available */
+    uint8_t name_kind;          /* 0 none, AD_NAME_SHORT or AD_NAME_COMPLETE */
+    uint8_t name_len;
+    uint8_t name[248];
+};
+
+struct scan {
+    size_t n;
+    struct advert a[SCAN_MAX];
+};
+
+static void scan_event(struct scan *s, const uint8_t *p, size_t len);
+
+enum { HCI_WAIT_TIMEOUT = 0, HCI_WAIT_COMPLETE = 1, HCI_WAIT_STATUS = 2 };
+
+/*
+ * Waits until timeout_ms after t0 for the Command Complete or Command Status
+ * event of opcode: HCI_WAIT_COMPLETE (return parameters from ev->params + 3,
+ * ev->len - 3 bytes), HCI_WAIT_STATUS (status in ev->params[0]),
+ * HCI_WAIT_TIMEOUT, or -1 (errno set). LE Meta events read meanwhile go to
+ * scan if it is not NULL; other events are dropped.
+ */
+static int hci_wait_cmd(int fd, unsigned opcode, const struct timespec *t0,
+                        long timeout_ms, struct hci_event *ev, struct scan *scan)
+{
+    for (;;) {
+        int r = hci_read_event(fd, t0, timeout_ms, ev);
+        if (r <= 0)
+            return r < 0 ? -1 : HCI_WAIT_TIMEOUT;
+        /* Command Complete: Num_HCI_Command_Packets, Command_Opcode, return params */
+        if (ev->code == HCI_EV_CMD_COMPLETE && ev->len >= 3 &&
+            (unsigned)(ev->params[1] | ev->params[2] << 8) == opcode)
+            return HCI_WAIT_COMPLETE;
+        /* Command Status: Status, Num_HCI_Command_Packets, Command_Opcode */
+        if (ev->code == HCI_EV_CMD_STATUS && ev->len >= 4 &&
+            (unsigned)(ev->params[2] | ev->params[3] << 8) == opcode)
+            return HCI_WAIT_STATUS;
+        if (ev->code == HCI_EV_LE_META && scan)
+            scan_event(scan, ev->params, ev->len);
+    }
+}
+
+static int verb_hcicmd(char *args, struct buf *out)
+{
+    char *f[4];
+    unsigned long dev, opcode, timeout_ms;
+    uint8_t params[255];
+    size_t plen;
+    struct hci_event ev;
+    struct timespec t0;
+    int rc = 0;
+
+    if (split_fields(args, f, 4) != 4 || parse_dec(f[0], 0, HCI_DEV_MAX, &dev) < 0 ||
+        parse_num(f[1], 1, 0xffff, &opcode) < 0 ||
+        parse_hex(f[2], params, sizeof(params), &plen) < 0 ||
+        parse_dec(f[3], 1, HCI_MAX_TIMEOUT_MS, &timeout_ms) < 0)
+        return fail(out, "usage: hcicmd DEV OPCODE PARAMS TIMEOUT_MS (OPCODE 0x0001..0xffff, "
+                    "PARAMS hex (at most 255 bytes) or -, TIMEOUT_MS 1..60000)");
+    int fd = hci_open_raw(dev, 0, out);
+    if (fd < 0)
+        return -1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (hci_send_cmd(fd, (unsigned)opcode, params, plen) < 0) {
+        rc = hci_send_fail(out, dev, (unsigned)opcode);
+    } else {
+        int r = hci_wait_cmd(fd, (unsigned)opcode, &t0, (long)timeout_ms, &ev, NULL);
+        if (r < 0) {
+            rc = fail(out, "read from hci%lu: %s", dev, strerror(errno));
+        } else if (r == HCI_WAIT_TIMEOUT) {
+            rc = fail(out, "no Command Complete/Status for 0x%04lx within %lu ms", opcode,
+                      timeout_ms);
+        } else if (r == HCI_WAIT_STATUS) {
+            buf_printf(out, "status 0x%02x", ev.params[0]);
+        } else {
+            buf_str(out, "complete ");
+            for (size_t i = 3; i < ev.len; i++)
+                buf_printf(out, "%02x", ev.params[i]);
+            if (ev.len <= 3)
+                buf_str(out, "-");
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+static int verb_hcirtt(char *args, struct buf *out)
+{
+    char *f[2];
+    unsigned long dev, count;
+    struct hci_event ev;
+    int rc = 0;
+
+    if (split_fields(args, f, 2) != 2 || parse_dec(f[0], 0, HCI_DEV_MAX, &dev) < 0 ||
+        parse_dec(f[1], 1, HCI_RTT_MAX_COUNT, &count) < 0)
+        return fail(out, "usage: hcirtt DEV COUNT (COUNT 1..100000)");
+    int fd = hci_open_raw(dev, 0, out);
+    if (fd < 0)
+        return -1;
+    for (unsigned long i = 0; i < count && rc == 0; i++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (hci_send_cmd(fd, HCI_OP_READ_BD_ADDR, NULL, 0) < 0) {
+            rc = hci_send_fail(out, dev, HCI_OP_READ_BD_ADDR);
+            break;
+        }
+        int r = hci_wait_cmd(fd, HCI_OP_READ_BD_ADDR, &t0, HCI_CMD_TIMEOUT_MS, &ev, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (r < 0)
+            rc = fail(out, "round trip %lu: read from hci%lu: %s", i + 1, dev,
+                      strerror(errno));
+        else if (r == HCI_WAIT_TIMEOUT)
+            rc = fail(out, "round trip %lu of %lu: no answer to HCI_Read_BD_ADDR "
+                      "within %ld ms", i + 1, count, HCI_CMD_TIMEOUT_MS);
+        else if (r == HCI_WAIT_STATUS || ev.len < 4 || ev.params[3] != 0)
+            rc = fail(out, "round trip %lu: HCI_Read_BD_ADDR failed: status 0x%02x",
+                      i + 1, r == HCI_WAIT_STATUS ? ev.params[0]
+                                                  : ev.len >= 4 ? ev.params[3] : 0xff);
+        else
+            buf_printf(out, "%s%lld", i ? "\n" : "", ns_between(&t0, &t1));
+    }
+    close(fd);
+    return rc;
+}
+
+/* Keeps the local name from AD structures (LEN TYPE DATA...): a complete name
+ * replaces anything, a shortened one only a shortened one. */
+static void ad_name(struct advert *a, const uint8_t *ad, size_t len)
+{
+    size_t i = 0;
+    while (i + 1 < len) {
+        size_t n = ad[i]; /* type + data bytes */
+        if (n == 0 || n > len - i - 1)
+            break; /* zero padding, or a structure cut short */
+        uint8_t t = ad[i + 1];
+        if (t == AD_NAME_COMPLETE || (t == AD_NAME_SHORT && a->name_kind != AD_NAME_COMPLETE)) {
+            size_t k = n - 1 < sizeof(a->name) ? n - 1 : sizeof(a->name);
+            memcpy(a->name, ad + i + 2, k);
+            a->name_len = (uint8_t)k;
+            a->name_kind = t;
+        }
+        i += n + 1;
+    }
+}
+
+static void scan_report(struct scan *s, const uint8_t *addr, uint8_t type, int8_t rssi,
+                        const uint8_t *ad, size_t ad_len)
+{
+    struct advert *a = NULL;
+    for (size_t i = 0; i < s->n && !a; i++)
+        if (s->a[i].type == type && !memcmp(s->a[i].addr.b, addr, 6))
+            a = &s->a[i];
+    if (!a) {
+        if (s->n == SCAN_MAX)
+            return;
+        a = &s->a[s->n++];
+        memset(a, 0, sizeof(*a));
+        memcpy(a->addr.b, addr, 6);
+        a->type = type;
+    }
+    a->rssi = rssi;
+    ad_name(a, ad, ad_len);
+}
+
+/*
+ * Takes the reports out of one LE Meta event (p: its parameters, len bytes).
+ * Reports follow each other whole (as Linux and controllers lay them out);
+ * one that does not fit in len ends the event.
+ */
+static void scan_event(struct scan *s, const uint8_t *p, size_t len)
+{
+    size_t off = 2; /* Subevent_Code, Num_Reports */
+    if (len < 2)
+        return;
+    for (unsigned r = 0; r < p[1]; r++) {
+        if (p[0] == HCI_EV_LE_ADVERTISING_REPORT) {
+            /* Event_Type, Address_Type, Address[6], Data_Length, Data, RSSI */
+            if (len - off < 9)
+                return;
+            size_t dlen = p[off + 8];
+            if (len - off - 9 < dlen + 1)
+                return;
+            scan_report(s, p + off + 2, p[off + 1], (int8_t)p[off + 9 + dlen], p + off + 9,
+                        dlen);
+            off += 10 + dlen;
+        } else if (p[0] == HCI_EV_LE_EXT_ADV_REPORT) {
+            /* Event_Type[2], Address_Type, Address[6], Primary_PHY, Secondary_PHY,
+             * Advertising_SID, TX_Power, RSSI, Periodic_Advertising_Interval[2],
+             * Direct_Address_Type, Direct_Address[6], Data_Length, Data */
+            if (len - off < 24)
+                return;
+            size_t dlen = p[off + 23];
+            if (len - off - 24 < dlen)
+                return;
+            scan_report(s, p + off + 3, p[off + 2], (int8_t)p[off + 13], p + off + 24,
+                        dlen);
+            off += 24 + dlen;
+        } else {
+            return;
+        }
+    }
+}
+
+static int cmp_advert(const void *x, const void *y)
+{
+    const struct advert *a = x, *b = y;
+    for (int i = 5; i >= 0; i--)
+        if (a->addr.b[i] != b->addr.b[i])
+            return (int)a->addr.b[i] - (int)b->addr.b[i];
+    return (int)a->type - (int)b->type;
+}
+
+/* "ADDR ADDR_TYPE RSSI NAME" lines, sorted by address. */
+static void scan_format(struct scan *s, struct buf *out)
+{
+    qsort(s->a, s->n, sizeof(s->a[0]), cmp_advert);
+    for (size_t i = 0; i < s->n; i++) {
+        const struct advert *a = &s->a[i];
+        static const char *const types[] = {"public", "random", "public-id", "random-id"};
+        char addr[18], type[12], name[sizeof(a->name) + 1];
+        format_bdaddr(a->addr.b, addr);
+        if (a->type < 4)
+            snprintf(type, sizeof(type), "%s", types[a->type]);
+        else if (a->type == 0xff)
+            snprintf(type, sizeof(type), "anon");
+        else
+            snprintf(type, sizeof(type), "0x%02x", a->type);
+        for (size_t k = 0; k < a->name_len; k++) {
+            uint8_t c = a->name[k];
+            name[k] = c == ' ' ? '_' : (c > ' ' && c < 0x7f) ? (char)c : '?';
+        }
+        name[a->name_len] = '\0';
+        buf_printf(out, "%s%s %s %d %s", i ? "\n" : "", addr, type, (int)a->rssi,
+                   a->name_len ? name : "-");
+    }
+}
+
+/* Sends one command of lescan's and waits for it: its HCI status (0..255), or
+ * -1 with out set. A nonzero status also leaves a message in out. */
+static int scan_cmd(int fd, unsigned long dev, unsigned opcode, const char *name,
+                    const uint8_t *p, size_t n, struct scan *s, struct buf *out)
+{
+    struct hci_event ev;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (hci_send_cmd(fd, opcode, p, n) < 0)
+        return hci_send_fail(out, dev, opcode);
+    int r = hci_wait_cmd(fd, opcode, &t0, HCI_CMD_TIMEOUT_MS, &ev, s);
+    if (r < 0)
+        return fail(out, "%s (0x%04x): read from hci%lu: %s", name, opcode, dev,
+                    strerror(errno));
+    if (r == HCI_WAIT_TIMEOUT)
+        return fail(out, "%s (0x%04x): no answer within %ld ms", name, opcode,
+                    HCI_CMD_TIMEOUT_MS);
+    int status = r == HCI_WAIT_STATUS ? ev.params[0] : ev.len > 3 ? ev.params[3] : 0xff;
+    if (status)
+        fail(out, "%s (0x%04x) failed: status 0x%02x", name, opcode, status);
+    return status;
+}
+
+static int verb_lescan(char *args, struct buf *out)
+{
+    /* active, interval = window = 10 ms (16 x 0.625 ms), own address public,
+     * accept all advertisers */
+    static const uint8_t params[] = {0x01, 0x10, 0x00, 0x10, 0x00, 0x00, 0x00};
+    static const uint8_t enable[] = {0x01, 0x00};   /* on, duplicates not filtered */
+    static const uint8_t disable[] = {0x00, 0x00};
+    /* own address public, accept all, 1M PHY only: active, 10 ms, 10 ms */
+    static const uint8_t ext_params[] = {0x00, 0x00, 0x01, 0x01, 0x10, 0x00, 0x10, 0x00};
+    /* on, duplicates not filtered, duration 0 (until disabled), period 0 */
+    static const uint8_t ext_enable[] = {0x01, 0x00, 0x00, 0x00, 0x00, 0x00};
+    static const uint8_t ext_disable[] = {0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    static struct scan scan;
+    char *f[2];
+    unsigned long dev, duration_ms;
+    struct hci_event ev;
+    struct timespec t0;
+    int ext = 0, st, rc = 0;
+
+    if (split_fields(args, f, 2) != 2 || parse_dec(f[0], 0, HCI_DEV_MAX, &dev) < 0 ||
+        parse_dec(f[1], 1, HCI_MAX_TIMEOUT_MS, &duration_ms) < 0)
+        return fail(out, "usage: lescan DEV DURATION_MS (DURATION_MS 1..60000)");
+    int fd = hci_open_raw(dev, 1, out);
+    if (fd < 0)
+        return -1;
+    scan.n = 0;
+    st = scan_cmd(fd, dev, HCI_OP_LE_SET_SCAN_PARAM, "LE Set Scan Parameters", params,
+                  sizeof(params), &scan, out);
+    if (st == 0)
+        st = scan_cmd(fd, dev, HCI_OP_LE_SET_SCAN_ENABLE, "LE Set Scan Enable", enable,
+                      sizeof(enable), &scan, out);
+    if (st == HCI_ERR_UNKNOWN_COMMAND || st == HCI_ERR_COMMAND_DISALLOWED) {
+        int legacy = st;
+        ext = 1;
+        st = scan_cmd(fd, dev, HCI_OP_LE_SET_EXT_SCAN_PARAMS, "LE Set Extended Scan Parameters",
+                      ext_params, sizeof(ext_params), &scan, out);
+        if (st == 0)
+            st = scan_cmd(fd, dev, HCI_OP_LE_SET_EXT_SCAN_ENABLE, "LE Set Extended Scan Enable",
+                          ext_enable, sizeof(ext_enable), &scan, out);
+        if (st > 0)
+            buf_printf(out, " (after the legacy scan commands failed: status 0x%02x)", legacy);
+    }
+    if (st != 0) {
+        close(fd);
+        return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int r = hci_read_event(fd, &t0, (long)duration_ms, &ev);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            rc = fail(out, "read from hci%lu: %s", dev, strerror(errno));
+            break;
+        }
+        if (ev.code == HCI_EV_LE_META)
+            scan_event(&scan, ev.params, ev.len);
+    }
+    /* best effort: stop scanning whatever happened */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (hci_send_cmd(fd, ext ? HCI_OP_LE_SET_EXT_SCAN_ENABLE : HCI_OP_LE_SET_SCAN_ENABLE,
+                     ext ? ext_disable : disable,
+                     ext ? sizeof(ext_disable) : sizeof(disable)) == 0)
+        hci_wait_cmd(fd, ext ? HCI_OP_LE_SET_EXT_SCAN_ENABLE : HCI_OP_LE_SET_SCAN_ENABLE,
+                     &t0, 1000, &ev, NULL);
+    close(fd);
+    if (rc < 0)
+        return rc;
+    out->len = 0; /* drop the message of a legacy command that failed */
+    scan_format(&scan, out);
+    return 0;
+}
+
+/* Sends one SDU, waiting at most L2_STALL_TIMEOUT_MS for credits or buffer
+ * space; 0, or -1 with errno (ETIMEDOUT: no room in time). */
+static int l2_send_sdu(int fd, const uint8_t *p, size_t n)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w >= 0) {
+            if ((size_t)w == n)
+                return 0;
+            errno = EIO; /* a SOCK_SEQPACKET send is all or nothing */
+            return -1;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -1;
+        long left = L2_STALL_TIMEOUT_MS - ms_since(&t0);
+        if (left <= 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        poll(&pfd, 1, (int)left);
+    }
+}
+
+/* Waits (connect already started) until the channel is up, at most
+ * L2_CONNECT_TIMEOUT_MS: its outgoing MTU, or -1 with errno. */
+static int l2_wait_connected(int fd)
+{
+    struct timespec t0;
+    int hup = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        uint16_t mtu = 0;
+        int err = 0;
+        socklen_t len = sizeof(mtu);
+        /* BT_SNDMTU answers ENOTCONN until the channel is connected */
+        if (getsockopt(fd, SOL_BLUETOOTH, BT_SNDMTU, &mtu, &len) == 0)
+            return mtu;
+        if (errno != ENOTCONN)
+            return -1;
+        len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) {
+            errno = err;
+            return -1;
+        }
+        if (hup) {
+            errno = ECONNRESET; /* closed without an error code */
+            return -1;
+        }
+        long left = L2_CONNECT_TIMEOUT_MS - ms_since(&t0);
+        if (left <= 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        if (poll(&pfd, 1, left < 100 ? (int)left : 100) > 0 && (pfd.revents & POLLHUP))
+            hup = 1;
+    }
+}
+
+/* Waits at most L2_ANSWER_TIMEOUT_MS for one SDU (NUL-terminated in ans). */
+static ssize_t l2_recv_answer(int fd, char *ans, size_t size)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        ssize_t r = recv(fd, ans, size - 1, MSG_DONTWAIT);
+        if (r >= 0) {
+            ans[r] = '\0';
+            return r;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -1;
+        long left = L2_ANSWER_TIMEOUT_MS - ms_since(&t0);
+        if (left <= 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        poll(&pfd, 1, (int)left);
+    }
+}
+
+/* The body of l2send on an L2CAP socket; the caller closes it. */
+static int l2_transfer(int fd, const struct hci_dev_info *di, const struct sockaddr_l2 *peer,
+                       const char *peer_s, unsigned long total, unsigned long sdu,
+                       struct buf *out)
+{
+    static uint8_t data[L2_MAX_SDU + 256];
+    struct sockaddr_l2 local = {.l2_family = AF_BLUETOOTH, .l2_bdaddr = di->bdaddr,
+                                .l2_bdaddr_type = BDADDR_LE_PUBLIC};
+    struct timeval tv = {.tv_sec = L2_STALL_TIMEOUT_MS / 1000};
+    struct timespec t0, t1;
+    uint8_t head[8];
+    char local_s[18], ans[64];
+    unsigned long sent = 0;
+    unsigned psm = le16toh(peer->l2_psm);
+
+    /* bounds blocking waits too, should a kernel ignore MSG_DONTWAIT somewhere */
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    format_bdaddr(di->bdaddr.b, local_s);
+    if (bind(fd, (const struct sockaddr *)&local, sizeof(local)) < 0)
+        return fail(out, "bind to %s (LE public): %s", local_s, strerror(errno));
+    if (connect(fd, (const struct sockaddr *)peer, sizeof(*peer)) < 0 &&
+        errno != EINPROGRESS && errno != EAGAIN)
+        return fail(out, "connect to %s psm 0x%02x: %s", peer_s, psm, strerror(errno));
+    int mtu = l2_wait_connected(fd);
+    if (mtu < 0 && errno == ETIMEDOUT)
+        return fail(out, "connect to %s psm 0x%02x: not connected within %ld ms", peer_s,
+                    psm, L2_CONNECT_TIMEOUT_MS);
+    if (mtu < 0)
+        return fail(out, "connect to %s psm 0x%02x: %s", peer_s, psm, strerror(errno));
+    if (sdu > (unsigned long)mtu)
+        return fail(out, "SDU %lu is larger than the channel's outgoing MTU %d", sdu, mtu);
+    if ((unsigned long)mtu < sizeof(head))
+        return fail(out, "the channel's outgoing MTU %d is below 8 bytes", mtu);
+
+    for (int i = 0; i < 8; i++)
+        head[i] = (uint8_t)((uint64_t)total >> (56 - 8 * i)); /* big endian u64 */
+    if (l2_send_sdu(fd, head, sizeof(head)) < 0)
+        return fail(out, "send the 8-byte length SDU: %s", strerror(errno));
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)i; /* byte k of the stream is k mod 256 */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (sent < total) {
+        size_t n = total - sent < sdu ? total - sent : sdu;
+        if (l2_send_sdu(fd, data + (sent & 0xff), n) < 0)
+            return fail(out, "send after %lu of %lu bytes: %s", sent, total,
+                        errno == ETIMEDOUT ? "no credits or buffer space for 10 s"
+                                           : strerror(errno));
+        sent += n;
+    }
+    ssize_t r = l2_recv_answer(fd, ans, sizeof(ans));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (r < 0 && errno == ETIMEDOUT)
+        return fail(out, "sent %lu bytes; no answer from the peer within %ld ms", sent,
+                    L2_ANSWER_TIMEOUT_MS);
+    if (r < 0)
+        return fail(out, "sent %lu bytes; waiting for the answer: %s", sent, strerror(errno));
+    uint16_t probe;
+    socklen_t plen = sizeof(probe);
+    if (r == 0 && getsockopt(fd, SOL_BLUETOOTH, BT_SNDMTU, &probe, &plen) < 0)
+        return fail(out, "sent %lu bytes; the peer closed the channel without answering",
+                    sent);
+    while (r > 0 && (ans[r - 1] == ' ' || ans[r - 1] == '\r' || ans[r - 1] == '\n' ||
+                     ans[r - 1] == '\0'))
+        ans[--r] = '\0'; /* trailing whitespace or NULs */
+    unsigned long long acked = 0;
+    int ok = r > 0 && r <= 20;
+    for (ssize_t i = 0; ok && i < r; i++)
+        ok = ans[i] >= '0' && ans[i] <= '9';
+    if (ok) {
+        errno = 0;
+        acked = strtoull(ans, NULL, 10);
+        ok = errno == 0;
+    }
+    if (!ok) {
+        for (ssize_t i = 0; i < r; i++)
+            if (ans[i] < ' ' || ans[i] >= 0x7f)
+                ans[i] = '?';
+        return fail(out, "sent %lu bytes; the peer's answer is not a decimal count: \"%.40s\"",
+                    sent, ans);
+    }
+    buf_printf(out, "sent %lu acked %llu ns %lld", sent, acked, ns_between(&t0, &t1));
+    return 0;
+}
+
+static int verb_l2send(char *args, struct buf *out)
+{
+    char *f[6];
+    unsigned long dev, psm, total, sdu;
+    struct sockaddr_l2 peer = {.l2_family = AF_BLUETOOTH};
+    struct hci_dev_info di;
+
+    if (split_fields(args, f, 6) != 6 || parse_dec(f[0], 0, HCI_DEV_MAX, &dev) < 0 ||
+        parse_bdaddr(f[1], &peer.l2_bdaddr) < 0 ||
+        (strcmp(f[2], "public") && strcmp(f[2], "random")) ||
+        parse_num(f[3], 1, 0xff, &psm) < 0 || parse_dec(f[4], 1, L2_MAX_TOTAL, &total) < 0 ||
+        parse_dec(f[5], 1, L2_MAX_SDU, &sdu) < 0)
+        return fail(out, "usage: l2send DEV ADDR public|random PSM TOTAL SDU (ADDR "
+                    "aa:bb:cc:dd:ee:ff, PSM 1..0xff, TOTAL 1..1000000000, SDU 1..65535)");
+    peer.l2_bdaddr_type = strcmp(f[2], "public") ? BDADDR_LE_RANDOM : BDADDR_LE_PUBLIC;
+    peer.l2_psm = htole16((uint16_t)psm);
+    if (hci_devinfo(dev, &di, out) < 0)
+        return -1;
+    if (!(di.flags & 1u << HCI_UP))
+        return fail(out, "hci%lu is down (hciup %lu first)", dev, dev);
+    int fd = bt_socket(SOCK_SEQPACKET | SOCK_NONBLOCK, BTPROTO_L2CAP, out);
+    if (fd < 0)
+        return -1;
+    int rc = l2_transfer(fd, &di, &peer, f[1], total, sdu, out);
+    close(fd);
+    return rc;
+}
+
 static const struct verb {
     const char *name;
     int (*handler)(char *args, struct buf *out);
@@ -943,7 +2523,10 @@ static const struct verb {
     {"events", verb_events}, {"evstart", verb_evstart}, {"evtake", verb_evtake},
     {"evstop", verb_evstop}, {"usbfuzz", verb_usbfuzz},
     {"usbclaim", verb_usbclaim}, {"usbctl", verb_usbctl},
-    {"usbrelease", verb_usbrelease},
+    {"usbrelease", verb_usbrelease}, {"usbepfuzz", verb_usbepfuzz},
+    {"hcilist", verb_hcilist}, {"hciup", verb_hciup}, {"hciinfo", verb_hciinfo},
+    {"hcicmd", verb_hcicmd}, {"lescan", verb_lescan}, {"hcirtt", verb_hcirtt},
+    {"l2send", verb_l2send},
 };
 
 /* ---- request loop --------------------------------------------------------- */

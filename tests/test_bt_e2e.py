@@ -7,6 +7,10 @@ that shares a virtual link with a second controller advertising a known name.
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import socket
 import struct
 import time
 from pathlib import Path
@@ -119,6 +123,19 @@ def test_le_scan_sees_the_advertiser_on_the_virtual_link(world):
     assert match[0].name == DEFAULT_ADVERTISER_NAME and match[0].address_type == "public"
 
 
+def test_l2cap_data_from_the_guest_reaches_the_peer(world):
+    """ACL data both ways: an LE credit-based channel from the guest's kernel to
+    the advertiser; twice on one LE link (the channel's CID is reused)."""
+    world.wait_hci(True)
+    world.agent.hci_up(0)
+    for sdu in (512, 2000):
+        r = world.agent.l2_send(0, DEFAULT_ADVERTISER_ADDRESS, "public",
+                                world.peer.ready["psm"], 65536, sdu)
+        assert (r.sent, r.acked) == (65536, 65536)
+        event = world.peer.wait_event("l2cap", timeout=10)
+        assert event["received"] == 65536
+
+
 def test_capture_is_a_btsnoop_file_of_the_traffic(world):
     world.wait_hci(True)
     world.agent.hci_cmd(0, READ_BD_ADDR)
@@ -161,16 +178,71 @@ def test_host_side_disconnect_and_reconnect(world):
     assert "tx timeout" not in world.dmesg()
 
 
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_hostile_host_stream_keeps_qemu_alive(world):
+    """An H4 server sending garbage, impossible lengths and half packets."""
+    world.wait_hci(True)
+    world.stop_peer()
+    world.wait_hci(False)
+    path = world.backend.socket_path(world.rundir)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    server.settimeout(10)
+    rng = random.Random(5)
+    try:
+        conn, _ = server.accept()           # QEMU reconnects within reconnect-ms
+        with conn:
+            world.wait_hci(True)            # the device is plugged while connected
+            for _ in range(200):
+                blob = bytes(rng.randrange(256) for _ in range(rng.randint(1, 2000)))
+                conn.sendall(blob)
+            # well-framed but impossible: a 60000-byte ACL, a command from the host
+            conn.sendall(b"\x02\x01\x20\x60\xea" + bytes(60000) + b"\x01\x03\x0c\x00")
+            conn.sendall(b"\x04\x0e")     # and half an event
+            time.sleep(1)
+    finally:
+        server.close()
+        path.unlink()
+    world.wait_hci(False)
+    assert world.vm.alive()
+    world.agent.ping()
+    world.start_peer()
+    world.wait_hci(True)
+    world.agent.hci_up(0)
+    assert _bd_addr(world.agent.hci_cmd(0, READ_BD_ADDR).data) == \
+        DEFAULT_CONTROLLER_ADDRESS.lower()
+
+
 def test_guest_usb_garbage_keeps_qemu_alive(world):
-    """Malformed transfers to every endpoint; then a fresh link works again."""
+    """Malformed transfers to every endpoint, some while the host side is stalled;
+    then a fresh link works again."""
     world.wait_hci(True)
     agent = world.agent
     usb = agent.sh("d=$(readlink -f /sys/class/bluetooth/hci0/device/..); "
-                   "printf '/dev/bus/usb/%03d/%03d' $(cat $d/busnum) $(cat $d/devnum)").output
+                   "printf '/dev/bus/usb/%03d/%03d' $(cat $d/busnum) $(cat $d/devnum)").output.strip()
     report = agent.call("usbfuzz", usb, "2000", "7", timeout=300)
     assert report.startswith("sent "), report
-    report = agent.call("usbepfuzz", usb, "3000", "11", timeout=300)
+    # a host side that stops reading: the guest's bulk OUT is NAKed, QEMU's
+    # memory stays bounded
+    qemu_pid = world.vm.proc.pid
+    rss_before = _rss_kib(qemu_pid)
+    os.kill(world.peer.proc.pid, signal.SIGSTOP)
+    try:
+        report = agent.call("usbepfuzz", usb, "3000", "11", timeout=300)
+    finally:
+        os.kill(world.peer.proc.pid, signal.SIGCONT)
     assert report.startswith("sent "), report
+    print("usbepfuzz:", report, "QEMU RSS", rss_before, "->", _rss_kib(qemu_pid), "KiB")
+    counts = dict(zip(report.split()[::2], map(int, report.split()[1::2])))
+    assert counts["sent"] == 3000 and counts["ok"] > 0 and counts["timeout"] > 0
+    assert _rss_kib(qemu_pid) - rss_before < 16 * 1024
     assert world.vm.alive()
     agent.ping()
     # the fuzzing sent the controller garbage commands: start from a fresh one

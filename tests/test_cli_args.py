@@ -12,6 +12,9 @@ from tabvm.cli import parser
     (["run", "--accel", "hvf"], "invalid choice: 'hvf'"),
     (["demo", "--duration", "soon"], "invalid float value"),
     (["explode"], "invalid choice: 'explode'"),
+    (["run", "--bt", "bluez"], "expected one of bumble, unix:PATH, tcp:HOST:PORT, hci:N"),
+    (["demo", "--bt", "hci:x"], "expected one of"),
+    (["run", "--bt", "tcp:localhost:0"], "port 0"),
 ])
 def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -25,3 +28,9 @@ def test_touch_range_parsed():
                                 "--touch-from", "/dev/input/event3"])
     assert args.touch_range == ((0, 4095), (100, 2399))
     assert args.touch_from == "/dev/input/event3"
+
+
+@pytest.mark.parametrize("spec", ["bumble", "none", "unix:/run/bt.sock", "tcp:127.0.0.1:6402",
+                                  "hci:0"])
+def test_bt_spec_accepted(spec):
+    assert parser().parse_args(["run", "--bt", spec]).bt == spec

@@ -7,6 +7,7 @@ import errno
 import gzip
 import io
 import os
+import random
 import select
 import stat
 import struct
@@ -370,6 +371,173 @@ def test_evstart_evtake_evstop_across_writes(client, fifo, tmp_path):
         client.ev_take(0, 1, 0)
     client.ev_start(0, str(fifo))  # the ID is free again
     client.ev_stop(0)
+
+
+# -- usbepfuzz: the descriptor parser and the error paths (no USB device here) ---------
+# On a regular file read() gives the crafted descriptors like a usbfs node would, and
+# the first usbfs ioctl (claiming interface 0) fails: the error names the step and
+# what the parser found.
+
+
+def usb_desc(length: int, dtype: int, *body: int) -> bytes:
+    return bytes([length, dtype, *body])
+
+
+def usb_ep(addr: int, attr: int, maxp: int) -> bytes:
+    return usb_desc(7, 5, addr, attr, maxp & 0xff, maxp >> 8, 1)
+
+
+def usb_iface(num: int, alt: int, n_eps: int) -> bytes:
+    return usb_desc(9, 4, num, alt, n_eps, 0xE0, 0x01, 0x01, 0)
+
+
+def usb_config(body: bytes, value: int = 1, n_ifs: int = 2, total: int | None = None) -> bytes:
+    total = 9 + len(body) if total is None else total
+    return usb_desc(9, 2, total & 0xff, total >> 8, n_ifs, value, 0, 0xE0, 50) + body
+
+
+def usb_device(n_configs: int = 1) -> bytes:
+    return usb_desc(18, 1, 0x00, 0x02, 0xE0, 0x01, 0x01, 64, 0x34, 0x12, 0x78, 0x56,
+                    0x00, 0x01, 1, 2, 3, n_configs)
+
+
+BT_ISO_SIZES = (0, 9, 17, 25, 33, 49)
+#: interface 0: interrupt IN 0x81, bulk IN 0x82, bulk OUT 0x02; interface 1: isochronous
+#: 0x83 / 0x03 in alternate settings 0..5 (what a USB Bluetooth controller has)
+BT_CONFIG = (usb_iface(0, 0, 3) + usb_ep(0x81, 3, 16) + usb_ep(0x82, 2, 64)
+             + usb_ep(0x02, 2, 64)
+             + b"".join(usb_iface(1, alt, 2) + usb_ep(0x83, 1, size) + usb_ep(0x03, 1, size)
+                        for alt, size in enumerate(BT_ISO_SIZES)))
+BT_FOUND = "config 1, interfaces 0 1, highest alt 0 5, endpoints 0x81 0x82 0x02 0x83 0x03"
+
+
+def epfuzz_error(client, tmp_path, blob: bytes, count: int = 10) -> str:
+    path = tmp_path / "usbdev"
+    path.write_bytes(blob)
+    start = time.monotonic()
+    with pytest.raises(AgentError) as info:
+        client.call("usbepfuzz", str(path), str(count), "1", timeout=10)
+    assert time.monotonic() - start < 5
+    return str(info.value)
+
+
+CLAIM_FAILS = "usbepfuzz: claim interface 0: Inappropriate ioctl for device"
+
+
+def test_usbepfuzz_enumerates_a_bluetooth_controller(client, tmp_path):
+    blob = usb_device() + usb_config(BT_CONFIG)
+    assert epfuzz_error(client, tmp_path, blob) == f"{CLAIM_FAILS} ({BT_FOUND})"
+    # no configuration but the first is active here (GET_CONFIGURATION fails on a file)
+    other = usb_config(usb_iface(3, 0, 1) + usb_ep(0x84, 2, 512), value=2, n_ifs=1)
+    assert epfuzz_error(client, tmp_path, usb_device(2) + usb_config(BT_CONFIG) + other) \
+        == f"{CLAIM_FAILS} ({BT_FOUND})"
+    assert epfuzz_error(client, tmp_path, usb_device(2) + other + usb_config(BT_CONFIG)) \
+        == f"{CLAIM_FAILS.replace('interface 0', 'interface 3')} (config 2, interfaces 3, " \
+           "highest alt 0, endpoints 0x84)"
+
+
+@pytest.mark.parametrize("blob, found", [
+    # bLength 0 right after interface 0's first endpoint: the rest is ignored
+    (usb_device() + usb_config(BT_CONFIG[:16] + b"\x00\x05" + BT_CONFIG[18:]),
+     "config 1, interfaces 0, highest alt 0, endpoints 0x81"),
+    # bLength 1, then a descriptor running past the end
+    (usb_device() + usb_config(BT_CONFIG[:16] + b"\x01\x05\x82"),
+     "config 1, interfaces 0, highest alt 0, endpoints 0x81"),
+    (usb_device() + usb_config(BT_CONFIG[:16] + usb_desc(200, 5, 0x82, 2, 64, 0)),
+     "config 1, interfaces 0, highest alt 0, endpoints 0x81"),
+    # wTotalLength far beyond the data (the kernel pads with what it skips)
+    (usb_device() + usb_config(BT_CONFIG, total=0xFFFF), BT_FOUND),
+    (usb_device() + usb_config(BT_CONFIG, total=0xFFFF)[:9 + 9 + 7 + 3],
+     "config 1, interfaces 0, highest alt 0, endpoints 0x81"),
+    # short interface / endpoint descriptors, control endpoints, endpoints before any
+    # interface: skipped
+    (usb_device() + usb_config(usb_ep(0x85, 2, 64) + usb_desc(5, 4, 7, 0, 1)
+                               + usb_ep(0x86, 2, 64) + usb_iface(0, 0, 3)
+                               + usb_desc(6, 5, 0x87, 2, 64, 0) + usb_ep(0x08, 0, 64)
+                               + usb_ep(0x81, 3, 8)),
+     "config 1, interfaces 0, highest alt 0, endpoints 0x81"),
+    # endpoints without transfers into them (only in a later alternate setting)
+    (usb_device() + usb_config(usb_iface(0, 0, 0) + usb_iface(0, 7, 1) + usb_ep(0x81, 3, 8)),
+     "config 1, interfaces 0, highest alt 7, endpoints 0x81"),
+    (usb_device() + usb_config(usb_iface(0, 0, 0)),
+     "config 1, interfaces 0, highest alt 0, endpoints none"),
+])
+def test_usbepfuzz_parser_stops_at_malformed_descriptors(client, tmp_path, blob, found):
+    assert epfuzz_error(client, tmp_path, blob) == f"{CLAIM_FAILS} ({found})"
+
+
+@pytest.mark.parametrize("blob, message", [
+    (b"", "no device descriptor (0 bytes of descriptors)"),
+    (usb_device()[:17], "no device descriptor (17 bytes"),
+    (b"\x00" * 18 + usb_config(BT_CONFIG), "no device descriptor"),
+    (usb_device(), "no configuration descriptor (18 bytes"),
+    (usb_device(0) + usb_config(BT_CONFIG), "no configuration descriptor"),
+    (usb_device() + usb_config(BT_CONFIG)[:8], "no configuration descriptor"),
+    (usb_device() + b"\x00" * 9 + BT_CONFIG, "no configuration descriptor"),
+    (usb_device() + usb_config(BT_CONFIG, total=8), "no configuration descriptor"),
+    (usb_device() + usb_config(b"\x00" + BT_CONFIG[1:]), "no interface descriptor"),
+    (usb_device() + usb_config(BT_CONFIG, total=9), "no interface descriptor"),
+    (usb_device() + usb_config(usb_ep(0x81, 3, 8)), "no interface descriptor"),
+])
+def test_usbepfuzz_rejects_descriptors_without_interfaces(client, tmp_path, blob, message):
+    error = epfuzz_error(client, tmp_path, blob)
+    assert error.startswith(f"usbepfuzz: {tmp_path / 'usbdev'}: {message}"), error
+
+
+def test_usbepfuzz_survives_garbage_descriptors(pty_agent, client, tmp_path):
+    _, proc = pty_agent
+    rng = random.Random(7)
+    valid = usb_device() + usb_config(BT_CONFIG)
+    for i in range(150):
+        if i % 3 == 0:      # random bytes behind a valid device descriptor
+            blob = usb_device(rng.randrange(4)) + rng.randbytes(rng.randrange(400))
+        elif i % 3 == 1:    # a valid blob with some bytes changed
+            blob = bytearray(valid)
+            for _ in range(rng.randrange(1, 8)):
+                blob[rng.randrange(18, len(blob))] = rng.choice([0, 1, 2, 0xFF, rng.randrange(256)])
+            blob = bytes(blob)
+        else:               # a valid blob cut anywhere
+            blob = valid[:rng.randrange(len(valid))]
+        error = epfuzz_error(client, tmp_path, blob)
+        assert error.startswith(("usbepfuzz: claim interface ", f"usbepfuzz: {tmp_path}")), error
+    assert proc.poll() is None
+    client.ping()
+
+
+def test_usbepfuzz_missing_or_unsuitable_path(client, tmp_path, fifo):
+    with pytest.raises(AgentError, match="^usbepfuzz: open /nonexistent/bus/usb/001/002: "
+                                         "No such file or directory$"):
+        client.call("usbepfuzz", "/nonexistent/bus/usb/001/002", "10", "1")
+    with pytest.raises(AgentError, match="open /: Is a directory"):
+        client.call("usbepfuzz", "/", "10", "1")
+    with pytest.raises(AgentError, match="not a usbfs device node"):
+        client.call("usbepfuzz", str(fifo), "10", "1")  # read() would block on it
+    with pytest.raises(AgentError, match="not a usbfs device node"):
+        client.call("usbepfuzz", "/dev/null", "10", "1")
+    client.ping()
+
+
+@pytest.mark.parametrize("request_args", [
+    "usbepfuzz", "usbepfuzz /x", "usbepfuzz /x 1", "usbepfuzz 1 1", "usbepfuzz /x 1000001 1",
+    "usbepfuzz /x -1 1", "usbepfuzz /x one 1", "usbepfuzz /x 1 4294967296",
+    "usbepfuzz /x 1 -1", "usbepfuzz /x 1 0x10", "usbepfuzz /x 1 1 extra", "usbepfuzz /x 1 1 ",
+    "usbepfuzz /x  1", "usbepfuzz /x 99999999999999999999999 1",
+])
+def test_usbepfuzz_bad_args(pty_agent, request_args):
+    master, proc = pty_agent
+    answer = raw_exchange(master, b"9 " + request_args.encode() + b"\n")
+    assert answer.startswith(b"9 err "), answer
+    assert b"usage: usbepfuzz PATH COUNT SEED (COUNT 0..1000000, SEED 0..4294967295)" in answer
+    assert proc.poll() is None
+    assert raw_exchange(master, b"10 ping\n") == b"10 ok 4\npong\n"
+
+
+def test_usbepfuzz_accepts_the_range_limits(client, tmp_path):
+    path = tmp_path / "usbdev"
+    path.write_bytes(usb_device() + usb_config(BT_CONFIG))
+    for count, seed in (("0", "0"), ("1000000", "4294967295")):
+        with pytest.raises(AgentError, match="claim interface 0"):
+            client.call("usbepfuzz", str(path), count, seed)
 
 
 # -- initramfs writer -----------------------------------------------------------

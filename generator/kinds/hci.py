@@ -23,6 +23,7 @@ SCHEMA: dict[str, Any] = {
         "type": "dict", "default": {},
         "schema": {
             "event_max_packet": uint(8, 64, default=16),
+            "coalesce_events": {"type": "boolean", "default": True},
             "acl_max_packet": {"type": "integer", "allowed": list(BULK_PACKET_SIZES),
                                "default": 64},
         },
@@ -93,6 +94,7 @@ def build(doc: Document, spec: dict[str, Any]) -> Hci:
         vendor_id=ids["vendor_id"], product_id=ids["product_id"],
         manufacturer=ids["manufacturer"], product=ids["product"], serial=ids["serial"],
         event_max_packet=spec["endpoints"]["event_max_packet"],
+        coalesce_events=spec["endpoints"]["coalesce_events"],
         acl_max_packet=spec["endpoints"]["acl_max_packet"],
         sco_max_packets=tuple(spec["sco"]["max_packet"]) if spec["sco"]["enabled"] else (),
         acl_max=limits["acl_max"], sco_max=limits["sco_max"], iso_max=limits["iso_max"],

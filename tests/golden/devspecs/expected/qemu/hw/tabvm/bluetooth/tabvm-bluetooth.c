@@ -22,7 +22,8 @@
  * device and closing it detaches it, unless always-plugged=on (default:
  * off); both reset it. Migration is blocked while the chardev
  * is connected: the controller's state lives outside QEMU. capture=FILE
- * writes the HCI traffic as btsnoop.
+ * writes the HCI traffic as btsnoop. coalesce-events=on (default: on)
+ * packs several events into one interrupt transfer.
  */
 
 #include "qemu/osdep.h"
@@ -77,6 +78,7 @@ struct TabvmBluetoothState {
 
     CharBackend chr;
     bool always_plugged;
+    bool coalesce_events;
     char *capture;
 
     TabvmH4 h4;
@@ -534,15 +536,22 @@ stall:
     p->status = USB_RET_STALL;
 }
 
-/* Copies the next piece of queue q into an IN packet, or NAKs */
+/*
+ * Fills an IN packet from queue q, or NAKs. With coalesce-events=on an
+ * event transfer carries as many events (and pieces) as fit: btusb, like
+ * other USB Bluetooth hosts, reassembles the event stream by its lengths.
+ */
 static void tabvm_bluetooth_in(TabvmBluetoothState *s, USBPacket *p,
-                               TabvmH4Queue q, size_t max)
+                               TabvmH4Queue q, size_t max, bool coalesce)
 {
     uint8_t buf[4096];
-    bool event_done;
-    size_t n;
+    size_t room = MIN(MIN(max, p->iov.size), sizeof(buf));
+    size_t n = 0, got;
 
-    n = tabvm_h4_take(&s->h4, q, buf, MIN(MIN(max, p->iov.size), sizeof(buf)));
+    do {
+        got = tabvm_h4_take(&s->h4, q, buf + n, room - n);
+        n += got;
+    } while (coalesce && got && n < room);
     if (n == 0) {
         p->status = USB_RET_NAK;
         return;
@@ -550,9 +559,8 @@ static void tabvm_bluetooth_in(TabvmBluetoothState *s, USBPacket *p,
     usb_packet_copy(p, buf, n);
     qemu_chr_fe_accept_input(&s->chr);
     /* the end of an event may let ACL data that came after it go */
-    event_done = q == TABVM_H4_Q_EVENT &&
-                 !tabvm_h4_pending(&s->h4, TABVM_H4_Q_EVENT);
-    if (event_done && tabvm_h4_pending(&s->h4, TABVM_H4_Q_ACL)) {
+    if (q == TABVM_H4_Q_EVENT &&
+        tabvm_h4_pending(&s->h4, TABVM_H4_Q_ACL)) {
         usb_wakeup(s->acl_in, 0);
     }
 }
@@ -610,11 +618,12 @@ static void tabvm_bluetooth_handle_data(USBDevice *dev, USBPacket *p)
         if (p->pid != USB_TOKEN_IN) {
             break;
         }
-        tabvm_bluetooth_in(s, p, TABVM_H4_Q_EVENT, BT_EVENT_MAX_PACKET);
+        tabvm_bluetooth_in(s, p, TABVM_H4_Q_EVENT, BT_EVENT_MAX_PACKET,
+                           s->coalesce_events);
         return;
     case BT_EP_ACL:
         if (p->pid == USB_TOKEN_IN) {
-            tabvm_bluetooth_in(s, p, TABVM_H4_Q_ACL, SIZE_MAX);
+            tabvm_bluetooth_in(s, p, TABVM_H4_Q_ACL, SIZE_MAX, false);
         } else {
             tabvm_bluetooth_acl_out(s, p);
         }
@@ -749,6 +758,8 @@ static const Property tabvm_bluetooth_properties[] = {
     DEFINE_PROP_CHR("chardev", TabvmBluetoothState, chr),
     DEFINE_PROP_BOOL("always-plugged", TabvmBluetoothState, always_plugged,
                      false),
+    DEFINE_PROP_BOOL("coalesce-events", TabvmBluetoothState, coalesce_events,
+                     true),
     DEFINE_PROP_STRING("capture", TabvmBluetoothState, capture),
 };
 
