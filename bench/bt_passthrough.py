@@ -8,7 +8,7 @@ advertiser with an L2CAP credit-based channel server) per path, in one run:
 
 - guest: the test guest under TCG with the generated controller (once with its
   spec's defaults, once with coalesce-events=off: one event per 1 ms interrupt
-  frame); the guest agent times HCI_Read_BD_ADDR round trips on a raw HCI socket
+  frame, once with high-speed=on: events polled every 125 us); the guest agent times HCI_Read_BD_ADDR round trips on a raw HCI socket
   (hcirtt) and sends TOTAL bytes over an L2CAP LE channel from the guest's kernel
   stack (l2send);
 - direct: bench/bt_direct.py connects to the controller's socket itself (as QEMU
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
           f"bytes per L2CAP transfer; guest under TCG", flush=True)
     results = {"direct": direct(args.count, args.total, sdus),
                "guest": guest(args.count, args.total, sdus),
-               "guest-1/ms": guest(args.count, args.total, sdus, coalesce_events="off")}
+               "guest-1/ms": guest(args.count, args.total, sdus, coalesce_events="off"),
+               "guest-hs": guest(args.count, args.total, sdus, high_speed="on")}
     print(f"\n{'path':<11} {'cmd median':>11} {'cmd p99':>9}  " +
           "  ".join(f"{'SDU ' + str(s):>16}" for s in sdus))
     for name, r in results.items():

@@ -440,6 +440,17 @@ class Multitouch(UsbDevice):
 
 
 @dataclass(frozen=True)
+class UsbSpeed:
+    """The endpoint settings of one USB speed's descriptors."""
+
+    name: str                 # full | high: the USBDesc member
+    bulk_max_packet: int
+    event_interval: int       # bInterval of the interrupt IN endpoint
+    iso_interval: int         # bInterval of the isochronous endpoints
+    comment: str
+
+
+@dataclass(frozen=True)
 class H4Core:
     """H4 framing and packet queues, shared by every usb-hci device.
 
@@ -475,6 +486,7 @@ class Hci(UsbDevice):
 
     event_max_packet: int
     coalesce_events: bool     # several events per interrupt transfer
+    high_speed: bool          # attach at high speed by default
     acl_max_packet: int
     sco_max_packets: tuple[int, ...]  # per alternate setting of interface 1; () = no SCO
     acl_max: int              # largest payload accepted, per packet type
@@ -490,6 +502,17 @@ class Hci(UsbDevice):
     @property
     def sco(self) -> bool:
         return bool(self.sco_max_packets)
+
+    @property
+    def usb_speeds(self) -> tuple[UsbSpeed, ...]:
+        """Full speed as USB Bluetooth dongles have it; high speed polls events
+        every microframe and keeps SCO at one packet per millisecond."""
+        return (
+            UsbSpeed("full", self.acl_max_packet, 1, 1,
+                     "Full speed: events and SCO every 1 ms frame"),
+            UsbSpeed("high", 512, 1, 4,
+                     "High speed: events every 125 us, SCO every 2^(4-1) microframes = 1 ms"),
+        )
 
     @property
     def sco_alt_count(self) -> int:

@@ -36,7 +36,7 @@ BTSNOOP_EPOCH_US = 0x00DCDDB30F2F8000
 class World:
     """A booted guest with the Bluetooth controller and the host's virtual link."""
 
-    def __init__(self, rundir: Path, build_outputs, guest_image) -> None:
+    def __init__(self, rundir: Path, build_outputs, guest_image, **props: str) -> None:
         self.rundir = rundir
         self.backend = BtBackend.parse("bumble")
         self.capture = rundir / "bt.btsnoop"
@@ -46,7 +46,7 @@ class World:
                                  "tcg", touch=False,
                                  bt_chardev=self.backend.chardev(BT_CHARDEV_ID, rundir))
         # the same controller, writing a btsnoop capture of its HCI traffic
-        devices = tuple(bt_device(self.capture) if d == bt_device() else d
+        devices = tuple(bt_device(self.capture, **props) if d == bt_device() else d
                         for d in config.devices)
         self.vm = Qemu(config.__class__(**{**config.__dict__, "devices": devices}), rundir)
         self.vm.start()
@@ -112,6 +112,27 @@ def test_btusb_brings_the_controller_up(world):
     assert result.kind == "complete"
     assert _bd_addr(result.data) == DEFAULT_CONTROLLER_ADDRESS.lower()
     assert "tx timeout" not in world.dmesg()
+
+
+def _usb_speed(agent: AgentClient) -> str:
+    return agent.read("/sys/class/bluetooth/hci0/device/../speed").strip()
+
+
+def test_full_speed_by_default_and_high_speed_on_request(world, build_outputs, guest_image):
+    world.wait_hci(True)
+    assert _usb_speed(world.agent) == ("480" if SPEC.high_speed else "12")
+    other = "off" if SPEC.high_speed else "on"
+    w = World(new_runtime_dir("test-bt-speed"), build_outputs, guest_image,
+              high_speed=other)
+    try:
+        w.wait_hci(True)
+        assert _usb_speed(w.agent) == ("12" if SPEC.high_speed else "480")
+        w.agent.hci_up(0)
+        assert _bd_addr(w.agent.hci_cmd(0, READ_BD_ADDR).data) == \
+            DEFAULT_CONTROLLER_ADDRESS.lower()
+        assert len(w.agent.hci_rtt(0, 50)) == 50
+    finally:
+        w.close()
 
 
 def test_le_scan_sees_the_advertiser_on_the_virtual_link(world):

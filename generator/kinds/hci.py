@@ -24,6 +24,7 @@ SCHEMA: dict[str, Any] = {
         "schema": {
             "event_max_packet": uint(8, 64, default=16),
             "coalesce_events": {"type": "boolean", "default": True},
+            "high_speed": {"type": "boolean", "default": False},
             "acl_max_packet": {"type": "integer", "allowed": list(BULK_PACKET_SIZES),
                                "default": 64},
         },
@@ -95,6 +96,7 @@ def build(doc: Document, spec: dict[str, Any]) -> Hci:
         manufacturer=ids["manufacturer"], product=ids["product"], serial=ids["serial"],
         event_max_packet=spec["endpoints"]["event_max_packet"],
         coalesce_events=spec["endpoints"]["coalesce_events"],
+        high_speed=spec["endpoints"]["high_speed"],
         acl_max_packet=spec["endpoints"]["acl_max_packet"],
         sco_max_packets=tuple(spec["sco"]["max_packet"]) if spec["sco"]["enabled"] else (),
         acl_max=limits["acl_max"], sco_max=limits["sco_max"], iso_max=limits["iso_max"],

@@ -13,7 +13,7 @@
  *
  *   EP0 class requests    commands, guest -> host
  *   0x81 interrupt IN     events, 16-byte packets
- *   0x82 bulk IN/0x02 OUT ACL data (64-byte packets; ISO from the host too)
+ *   0x82 bulk IN/0x02 OUT ACL data (ISO from the host too)
  *   0x83 isoc IN/0x03 OUT SCO data, interface 1, alternate settings 0-5
  *
  * Framing, queues and their bounds are in hw/tabvm/h4/h4.h. A full queue
@@ -23,7 +23,9 @@
  * off); both reset it. Migration is blocked while the chardev
  * is connected: the controller's state lives outside QEMU. capture=FILE
  * writes the HCI traffic as btsnoop. coalesce-events=on (default: on)
- * packs several events into one interrupt transfer.
+ * packs several events into one interrupt transfer. high-speed=on lets the
+ * device attach at high speed, which polls events every 125 us instead of
+ * every 1 ms (default: off).
  */
 
 #include "qemu/osdep.h"
@@ -79,6 +81,7 @@ struct TabvmBluetoothState {
     CharBackend chr;
     bool always_plugged;
     bool coalesce_events;
+    bool high_speed;
     char *capture;
 
     TabvmH4 h4;
@@ -106,7 +109,8 @@ static const USBDescStrings tabvm_bluetooth_strings = {
     [BT_STR_SERIAL] = "TVB-0001",
 };
 
-static const USBDescIface tabvm_bluetooth_ifaces[] = {
+/* Full speed: events and SCO every 1 ms frame */
+static const USBDescIface tabvm_bluetooth_ifaces_full[] = {
     {
         .bInterfaceNumber = 0,
         .bNumEndpoints = 3,
@@ -122,11 +126,11 @@ static const USBDescIface tabvm_bluetooth_ifaces[] = {
             }, {
                 .bEndpointAddress = USB_DIR_IN | BT_EP_ACL,
                 .bmAttributes = USB_ENDPOINT_XFER_BULK,
-                .wMaxPacketSize = BT_ACL_MAX_PACKET,
+                .wMaxPacketSize = 64,
             }, {
                 .bEndpointAddress = USB_DIR_OUT | BT_EP_ACL,
                 .bmAttributes = USB_ENDPOINT_XFER_BULK,
-                .wMaxPacketSize = BT_ACL_MAX_PACKET,
+                .wMaxPacketSize = 64,
             },
         },
     }, {
@@ -265,8 +269,174 @@ static const USBDescDevice tabvm_bluetooth_device_full = {
             .bConfigurationValue = 1,
             .bmAttributes = USB_CFG_ATT_ONE,
             .bMaxPower = 50,
-            .nif = ARRAY_SIZE(tabvm_bluetooth_ifaces),
-            .ifs = tabvm_bluetooth_ifaces,
+            .nif = ARRAY_SIZE(tabvm_bluetooth_ifaces_full),
+            .ifs = tabvm_bluetooth_ifaces_full,
+        },
+    },
+};
+
+/* High speed: events every 125 us, SCO every 2^(4-1) microframes = 1 ms */
+static const USBDescIface tabvm_bluetooth_ifaces_high[] = {
+    {
+        .bInterfaceNumber = 0,
+        .bNumEndpoints = 3,
+        .bInterfaceClass = BT_CLASS_WIRELESS,
+        .bInterfaceSubClass = BT_SUBCLASS_RF,
+        .bInterfaceProtocol = BT_PROTOCOL_BT,
+        .eps = (USBDescEndpoint[]) {
+            {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_EVENT,
+                .bmAttributes = USB_ENDPOINT_XFER_INT,
+                .wMaxPacketSize = BT_EVENT_MAX_PACKET,
+                .bInterval = 1,
+            }, {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_ACL,
+                .bmAttributes = USB_ENDPOINT_XFER_BULK,
+                .wMaxPacketSize = 512,
+            }, {
+                .bEndpointAddress = USB_DIR_OUT | BT_EP_ACL,
+                .bmAttributes = USB_ENDPOINT_XFER_BULK,
+                .wMaxPacketSize = 512,
+            },
+        },
+    }, {
+        .bInterfaceNumber = 1,
+        .bAlternateSetting = 0,
+        .bNumEndpoints = 2,
+        .bInterfaceClass = BT_CLASS_WIRELESS,
+        .bInterfaceSubClass = BT_SUBCLASS_RF,
+        .bInterfaceProtocol = BT_PROTOCOL_BT,
+        .eps = (USBDescEndpoint[]) {
+            {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 0,
+                .bInterval = 4,
+            }, {
+                .bEndpointAddress = USB_DIR_OUT | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 0,
+                .bInterval = 4,
+            },
+        },
+    }, {
+        .bInterfaceNumber = 1,
+        .bAlternateSetting = 1,
+        .bNumEndpoints = 2,
+        .bInterfaceClass = BT_CLASS_WIRELESS,
+        .bInterfaceSubClass = BT_SUBCLASS_RF,
+        .bInterfaceProtocol = BT_PROTOCOL_BT,
+        .eps = (USBDescEndpoint[]) {
+            {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 9,
+                .bInterval = 4,
+            }, {
+                .bEndpointAddress = USB_DIR_OUT | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 9,
+                .bInterval = 4,
+            },
+        },
+    }, {
+        .bInterfaceNumber = 1,
+        .bAlternateSetting = 2,
+        .bNumEndpoints = 2,
+        .bInterfaceClass = BT_CLASS_WIRELESS,
+        .bInterfaceSubClass = BT_SUBCLASS_RF,
+        .bInterfaceProtocol = BT_PROTOCOL_BT,
+        .eps = (USBDescEndpoint[]) {
+            {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 17,
+                .bInterval = 4,
+            }, {
+                .bEndpointAddress = USB_DIR_OUT | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 17,
+                .bInterval = 4,
+            },
+        },
+    }, {
+        .bInterfaceNumber = 1,
+        .bAlternateSetting = 3,
+        .bNumEndpoints = 2,
+        .bInterfaceClass = BT_CLASS_WIRELESS,
+        .bInterfaceSubClass = BT_SUBCLASS_RF,
+        .bInterfaceProtocol = BT_PROTOCOL_BT,
+        .eps = (USBDescEndpoint[]) {
+            {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 25,
+                .bInterval = 4,
+            }, {
+                .bEndpointAddress = USB_DIR_OUT | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 25,
+                .bInterval = 4,
+            },
+        },
+    }, {
+        .bInterfaceNumber = 1,
+        .bAlternateSetting = 4,
+        .bNumEndpoints = 2,
+        .bInterfaceClass = BT_CLASS_WIRELESS,
+        .bInterfaceSubClass = BT_SUBCLASS_RF,
+        .bInterfaceProtocol = BT_PROTOCOL_BT,
+        .eps = (USBDescEndpoint[]) {
+            {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 33,
+                .bInterval = 4,
+            }, {
+                .bEndpointAddress = USB_DIR_OUT | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 33,
+                .bInterval = 4,
+            },
+        },
+    }, {
+        .bInterfaceNumber = 1,
+        .bAlternateSetting = 5,
+        .bNumEndpoints = 2,
+        .bInterfaceClass = BT_CLASS_WIRELESS,
+        .bInterfaceSubClass = BT_SUBCLASS_RF,
+        .bInterfaceProtocol = BT_PROTOCOL_BT,
+        .eps = (USBDescEndpoint[]) {
+            {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 49,
+                .bInterval = 4,
+            }, {
+                .bEndpointAddress = USB_DIR_OUT | BT_EP_SCO,
+                .bmAttributes = USB_ENDPOINT_XFER_ISOC,
+                .wMaxPacketSize = 49,
+                .bInterval = 4,
+            },
+        },
+    },
+};
+
+static const USBDescDevice tabvm_bluetooth_device_high = {
+    .bcdUSB = 0x0200,
+    .bDeviceClass = BT_CLASS_WIRELESS,
+    .bDeviceSubClass = BT_SUBCLASS_RF,
+    .bDeviceProtocol = BT_PROTOCOL_BT,
+    .bMaxPacketSize0 = 64,
+    .bNumConfigurations = 1,
+    .confs = (USBDescConfig[]) {
+        {
+            .bNumInterfaces = 2,
+            .bConfigurationValue = 1,
+            .bmAttributes = USB_CFG_ATT_ONE,
+            .bMaxPower = 50,
+            .nif = ARRAY_SIZE(tabvm_bluetooth_ifaces_high),
+            .ifs = tabvm_bluetooth_ifaces_high,
         },
     },
 };
@@ -281,6 +451,7 @@ static const USBDesc tabvm_bluetooth_desc = {
         .iSerialNumber = BT_STR_SERIAL,
     },
     .full = &tabvm_bluetooth_device_full,
+    .high = &tabvm_bluetooth_device_high,
     .str = tabvm_bluetooth_strings,
 };
 
@@ -696,6 +867,9 @@ static void tabvm_bluetooth_realize(USBDevice *dev, Error **errp)
     dev->usb_desc = &tabvm_bluetooth_desc;
     usb_desc_create_serial(dev);
     usb_desc_init(dev);
+    if (!s->high_speed) {
+        dev->speedmask &= ~USB_SPEED_MASK_HIGH;
+    }
     dev->auto_attach = 0;
     usb_check_attach(dev, &err);
     if (err) {
@@ -757,6 +931,8 @@ static const VMStateDescription vmstate_tabvm_bluetooth = {
 static const Property tabvm_bluetooth_properties[] = {
     DEFINE_PROP_CHR("chardev", TabvmBluetoothState, chr),
     DEFINE_PROP_BOOL("always-plugged", TabvmBluetoothState, always_plugged,
+                     false),
+    DEFINE_PROP_BOOL("high-speed", TabvmBluetoothState, high_speed,
                      false),
     DEFINE_PROP_BOOL("coalesce-events", TabvmBluetoothState, coalesce_events,
                      true),
