@@ -398,3 +398,42 @@ def test_ring_full_drops_sco_not_commands(lib):
     assert core.so.shim_ring_used(core.h) <= 2048 - core.reserve
     assert core.command(b"\x01\x20\xff" + bytes(255)) == 0
     core.close()
+
+
+def _le_meta(sub: int, params: bytes) -> bytes:
+    return h4(EVT, event(0x3E, bytes([sub]) + params))
+
+
+def test_guest_iso_on_bulk_follows_the_hosts_iso_links(lib):
+    """USB carries ISO on the bulk endpoint like ACL; the core sends a packet to
+    the host as ISO while its handle is a CIS or BIS the host's events set up."""
+    core = Core(lib)
+
+    def sent(handle: int) -> int:
+        core.guest_data(ACL, iso(handle, b"voice"))
+        ring = core.drain_ring()
+        assert ring[1:] == iso(handle, b"voice")
+        return ring[0]
+
+    def drain_events() -> None:
+        while core.pending(Q_EVENT):
+            core.take(Q_EVENT, 64)
+
+    assert sent(0x60) == ACL
+    core.feed(_le_meta(0x19, b"\x00\x60\x00" + bytes(25)))          # CIS Established
+    big = (b"\x00\x07" + bytes(6) + bytes([2, 1, 1, 0, 1]) + b"\xfb\x00" + b"\x08\x00"
+           + bytes([2]) + b"\x70\x00\x71\x00")                       # Create BIG Complete
+    core.feed(_le_meta(0x1B, big))
+    core.feed(_le_meta(0x19, b"\x12\x62\x00" + bytes(25)))          # failed: not a link
+    drain_events()
+    assert [sent(h) for h in (0x60, 0x70, 0x71, 0x61, 0x62)] == [ISO, ISO, ISO, ACL, ACL]
+    core.feed(h4(EVT, event(0x05, b"\x00\x60\x00\x13")))             # Disconnection Complete
+    core.feed(_le_meta(0x1C, b"\x07\x16"))                           # Terminate BIG Complete
+    drain_events()
+    assert [sent(h) for h in (0x60, 0x70, 0x71)] == [ACL, ACL, ACL]
+    # a BIG event claiming 50 BISes but holding one and a half: only the whole
+    # handle counts, nothing past the event is read
+    core.feed(_le_meta(0x1B, b"\x00\x07" + bytes(15) + bytes([50]) + b"\x73\x00\x74"))
+    drain_events()
+    assert [sent(h) for h in (0x73, 0x74)] == [ISO, ACL]
+    core.close()

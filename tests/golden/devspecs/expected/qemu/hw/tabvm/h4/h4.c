@@ -16,6 +16,16 @@
 
 #define H4_HDR_MAX 4
 
+/* Events that make and end ISO links (Bluetooth Core 5.4, Vol 4, Part E 7.7) */
+#define HCI_EV_DISCONN_COMPLETE         0x05
+#define HCI_EV_LE_META                  0x3e
+#define HCI_EV_LE_CIS_ESTABLISHED       0x19
+#define HCI_EV_LE_CREATE_BIG_COMPLETE   0x1b
+#define HCI_EV_LE_TERMINATE_BIG_COMPLETE 0x1c
+#define HCI_EV_LE_BIG_SYNC_ESTABLISHED  0x1d
+#define HCI_EV_LE_BIG_SYNC_LOST         0x1e
+#define HCI_BIG_HANDLE_MAX              0xef
+
 /* Size of the header in front of the payload, 0 for a byte that is no type */
 static const uint8_t tabvm_h4_hdr_size[TABVM_H4_TYPES] = {
     [TABVM_H4_COMMAND] = 3,
@@ -107,12 +117,71 @@ static void tabvm_h4_parser_reset(TabvmH4Parser *ps)
     ps->skip = 0;
 }
 
+/* Keeps iso_link[] current from an event the host sends */
+static void tabvm_h4_track_iso(TabvmH4 *h, const uint8_t *ev, uint32_t len)
+{
+    const uint8_t *p = ev + 2;
+    uint32_t plen = len - 2, first, i;
+    uint16_t handle;
+
+    if (ev[0] == HCI_EV_DISCONN_COMPLETE && plen >= 4 && p[0] == 0) {
+        handle = (p[1] | (p[2] << 8)) & 0x0fff;
+        h->iso_link[handle] = 0;
+        return;
+    }
+    /* LE Meta events: subevent code, then status */
+    if (ev[0] != HCI_EV_LE_META || plen < 2 || p[1] != 0) {
+        return;
+    }
+    switch (p[0]) {
+    case HCI_EV_LE_CIS_ESTABLISHED:
+        if (plen >= 4) {
+            h->iso_link[(p[2] | (p[3] << 8)) & 0x0fff] = TABVM_H4_CIS;
+        }
+        return;
+    case HCI_EV_LE_CREATE_BIG_COMPLETE:
+    case HCI_EV_LE_BIG_SYNC_ESTABLISHED:
+        /* p[2] is the BIG handle; Num_BIS comes just before the BIS handles */
+        first = p[0] == HCI_EV_LE_CREATE_BIG_COMPLETE ? 19 : 15;
+        if (plen < first || p[2] > HCI_BIG_HANDLE_MAX) {
+            return;
+        }
+        for (i = 0; i < p[first - 1] && first + 2 * i + 1 < plen; i++) {
+            handle = (p[first + 2 * i] | (p[first + 2 * i + 1] << 8)) & 0x0fff;
+            h->iso_link[handle] = TABVM_H4_BIS + p[2];
+        }
+        return;
+    }
+}
+
+/* The end of a BIG (Terminate BIG Complete, BIG Sync Lost) ends its BISes */
+static void tabvm_h4_track_big_end(TabvmH4 *h, const uint8_t *ev,
+                                   uint32_t len)
+{
+    int i;
+
+    if (ev[0] != HCI_EV_LE_META || len < 4 || ev[3] > HCI_BIG_HANDLE_MAX ||
+        (ev[2] != HCI_EV_LE_TERMINATE_BIG_COMPLETE &&
+         ev[2] != HCI_EV_LE_BIG_SYNC_LOST)) {
+        return;
+    }
+    for (i = 0; i < TABVM_H4_HANDLES; i++) {
+        if (h->iso_link[i] == TABVM_H4_BIS + ev[3]) {
+            h->iso_link[i] = 0;
+        }
+    }
+}
+
 /* A packet from the host is complete: queue it for the guest */
 static void tabvm_h4_to_guest(TabvmH4 *h, TabvmH4Packet *p)
 {
     TabvmH4Queue q = tabvm_h4_queue_of(p->type);
 
     h->ops->packet(h->opaque, TABVM_H4_TO_GUEST, p->type, p->data, p->len);
+    if (p->type == TABVM_H4_EVENT) {
+        tabvm_h4_track_iso(h, p->data, p->len);
+        tabvm_h4_track_big_end(h, p->data, p->len);
+    }
     if (q == TABVM_H4_Q_SCO && !h->sco_in) {
         tabvm_h4_drop(h, TABVM_H4_TO_GUEST, TABVM_H4_DROP_NO_SCO,
                       p->type, p->len);
@@ -127,6 +196,11 @@ static void tabvm_h4_to_guest(TabvmH4 *h, TabvmH4Packet *p)
 /* Data from the guest is complete: frame it into the ring, not the reserve */
 static void tabvm_h4_to_host(TabvmH4 *h, TabvmH4Packet *p)
 {
+    uint16_t handle = (p->data[0] | (p->data[1] << 8)) & 0x0fff;
+
+    if (p->type == TABVM_H4_ACL && h->iso_link[handle]) {
+        p->type = TABVM_H4_ISO;
+    }
     if (tabvm_h4_ring_free(h) < TABVM_H4_COMMAND_RESERVE + 1 + (size_t)p->len) {
         tabvm_h4_drop(h, TABVM_H4_TO_HOST, TABVM_H4_DROP_NO_ROOM,
                       p->type, p->len);
@@ -247,6 +321,7 @@ void tabvm_h4_reset(TabvmH4 *h)
     for (i = 0; i < TABVM_H4_TYPES; i++) {
         tabvm_h4_parser_reset(&h->from_guest[i]);
     }
+    memset(h->iso_link, 0, sizeof(h->iso_link));
     h->queued = 0;
     h->seq = 0;
     h->ring_head = 0;

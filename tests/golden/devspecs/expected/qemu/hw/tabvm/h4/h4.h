@@ -26,6 +26,10 @@
  * fields. Complete packets are framed with their type byte into a bounded
  * ring that the caller drains into the chardev; the last
  * TABVM_H4_COMMAND_RESERVE bytes of the ring are kept for commands.
+ * USB carries ISO data on the bulk endpoint like ACL: a packet goes to the
+ * host as ISO when its connection handle is one the host's events (CIS
+ * Established, BIG Complete, BIG Sync Established) made an ISO link and no
+ * later event (Disconnection Complete, BIG Terminate/Sync Lost) ended.
  */
 
 #ifndef TABVM_H4_H
@@ -40,6 +44,9 @@
 #define TABVM_H4_TYPES          6
 
 #define TABVM_H4_COMMAND_MAX    (3 + 255)
+#define TABVM_H4_HANDLES        4096    /* 12-bit connection handles */
+#define TABVM_H4_CIS            1
+#define TABVM_H4_BIS            2       /* + BIG handle */
 #define TABVM_H4_COMMAND_RESERVE 518
 
 /* Queues towards the guest, one per kind of USB endpoint */
@@ -117,6 +124,7 @@ typedef struct {
     bool sco_in;            /* the guest polls for SCO data */
 
     TabvmH4Parser from_guest[TABVM_H4_TYPES];   /* ACL, SCO used */
+    uint8_t iso_link[TABVM_H4_HANDLES];  /* 0, CIS, or BIS of BIG n + BIS */
     uint8_t *ring;
     size_t ring_head;       /* first byte waiting for the host */
     size_t ring_used;
