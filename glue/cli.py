@@ -215,7 +215,9 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
         config = _config(args, bt.chardev(BT_CHARDEV_ID, rundir) if bt else None)
         if bt is not None:
             peer = bt.start(rundir, log_path=rundir / "bt-peer.log")
-            _log("bt", backend=bt, peer=peer.ready if peer else "external")
+            ready = peer.ready if peer else {}
+            _log("bt", backend=bt, **{k: ready[k] for k in ("controller_address",
+                                                         "advertiser_name") if ready.get(k)})
     except (ProfileError, RuntimeError, OSError, GuestBuildError, BtPeerError) as exc:
         print(f"tabvm: error: {exc}", file=sys.stderr)
         shutil.rmtree(rundir, ignore_errors=True)
