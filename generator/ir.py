@@ -37,6 +37,11 @@ class Device:
         return "tabvm-" + self.name.replace("_", "-")
 
     @property
+    def summary(self) -> str:
+        """What the spec becomes, as `tabvm check` names it."""
+        return self.qom_type
+
+    @property
     def c_prefix(self) -> str:
         return "tabvm_" + self.name
 
@@ -534,3 +539,90 @@ class Hci(UsbDevice):
     @property
     def libraries(self) -> tuple[H4Core, ...]:
         return (H4_CORE,)
+
+
+@dataclass(frozen=True)
+class AudioDirection:
+    buffers: int
+    buffer_ms: int
+
+
+@dataclass(frozen=True)
+class SlesHeaders:
+    """The OpenSL ES headers (opensles/include), copied into the QEMU tree for
+    hosts without them; the NDK's own headers win where they exist."""
+
+    name = "sles"
+    qemu_dir = f"{GENERATED_DIR}/sles"
+    include_dir = f"{GENERATED_DIR}/sles/include"
+    headers = ("OpenSLES.h", "OpenSLES_Platform.h", "OpenSLES_Android.h",
+               "OpenSLES_AndroidConfiguration.h")
+
+
+SLES_HEADERS = SlesHeaders()
+
+
+@dataclass(frozen=True)
+class Opensles(Device):
+    """A QEMU audiodev driver on OpenSL ES."""
+
+    loading: str              # dlopen | link
+    library: str              # dlopen: the default library
+    playback: AudioDirection | None
+    capture: AudioDirection | None
+    formats: tuple[str, ...]  # u8 | s16
+    rates: tuple[int, ...]
+    channels: tuple[int, ...]
+
+    @property
+    def kconfig(self) -> str | None:
+        """Audio drivers are chosen by configure-time detection, not Kconfig."""
+        return None
+
+    @property
+    def summary(self) -> str:
+        return f"-audiodev {self.qapi_name}"
+
+    @property
+    def qapi_name(self) -> str:
+        """The driver's name: -audiodev NAME and the AudiodevDriver member."""
+        return self.name.replace("_", "-")
+
+    @property
+    def qapi_type(self) -> str:
+        """CamelCase stem of its QAPI types: Audiodev<stem>Options."""
+        return "".join(p.capitalize() for p in self.name.split("_"))
+
+    @property
+    def c_union(self) -> str:
+        """Its member of QAPI's Audiodev union in C: dev->u.<member>."""
+        return self.name
+
+    @property
+    def c_enum(self) -> str:
+        return "AUDIODEV_DRIVER_" + self.name.upper()
+
+    @property
+    def config(self) -> str:
+        return "CONFIG_AUDIO_" + self.name.upper()
+
+    @property
+    def meson_dep(self) -> str:
+        """The meson dependency that is found when the driver can be built."""
+        return "tabvm_audio_" + self.name
+
+    @property
+    def dlopen(self) -> bool:
+        return self.loading == "dlopen"
+
+    @property
+    def default_rate(self) -> int:
+        return 48000 if 48000 in self.rates else self.rates[-1]
+
+    @property
+    def c_file(self) -> str:
+        return f"audio-{self.name.replace('_', '-')}.c"
+
+    @property
+    def libraries(self) -> tuple:
+        return ()

@@ -48,7 +48,7 @@ def cmd_check(paths: list[Path]) -> int:
     except SpecErrors as exc:
         return report(exc)
     for d in devices:
-        print(f"{d.spec_path}: ok ({d.kind} {d.qom_type})")
+        print(f"{d.spec_path}: ok ({d.kind} {d.summary})")
     return 0
 
 

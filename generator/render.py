@@ -13,9 +13,14 @@ from typing import Any
 
 import jinja2
 
-from .ir import GENERATED_DIR, H4_CORE, Battery, Device, Hci, Multitouch
+from .ir import GENERATED_DIR, H4_CORE, SLES_HEADERS, Battery, Device, Hci, Multitouch, Opensles
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+SLES_INCLUDE = TEMPLATES.parent / "opensles" / "include" / "SLES"
+# Generated blocks that qemu-tree/hooks.toml puts into QEMU's audio files
+AUDIO_HOOKS = ("qapi-audio-options.json", "qapi-audio-driver.json", "qapi-audio-branch.json",
+               "audio-template-pdo.h", "audio-create-pdos.c", "audio-drivers.meson",
+               "audiodev-help.hx", "audiodev-doc.hx")
 DEVICE_CONFIG = "tabvm"
 DEVICE_CONFIG_PATH = f"configs/devices/x86_64-softmmu/{DEVICE_CONFIG}.mak"
 
@@ -25,6 +30,7 @@ class Output:
     path: str          # relative to the output directory, '/'-separated
     text: str
     spec_paths: tuple[str, ...]
+    copied: bool = False   # a repository file put in place as it is (no banner)
 
 
 def align(text: str) -> str:
@@ -55,11 +61,12 @@ class Renderer:
     def device_files(self, d: Device) -> list[Output]:
         ctx = {"d": d, "spec_path": d.spec_path}
         base = f"qemu/{d.qemu_dir}"
-        files = [
-            (f"{base}/meson.build", "qemu/device-meson.build.j2"),
-            (f"{base}/Kconfig", "qemu/device-Kconfig.j2"),
-            (f"{base}/trace.h", "qemu/trace.h.j2"),
-        ]
+        files = [(f"{base}/trace.h", "qemu/trace.h.j2")]
+        if d.kconfig:
+            files += [
+                (f"{base}/meson.build", "qemu/device-meson.build.j2"),
+                (f"{base}/Kconfig", "qemu/device-Kconfig.j2"),
+            ]
         if isinstance(d, Battery):
             files += [
                 (f"{base}/{d.c_file}", "battery/device.c.j2"),
@@ -70,6 +77,12 @@ class Renderer:
             files += [
                 (f"{base}/{d.c_file}", "multitouch/device.c.j2"),
                 (f"{base}/trace-events", "multitouch/trace-events.j2"),
+            ]
+        if isinstance(d, Opensles):
+            files += [
+                (f"{base}/meson.build", "opensles/meson.build.j2"),
+                (f"{base}/{d.c_file}", "opensles/driver.c.j2"),
+                (f"{base}/trace-events", "opensles/trace-events.j2"),
             ]
         if isinstance(d, Hci):
             files += [
@@ -89,7 +102,25 @@ class Renderer:
             (f"qemu/{DEVICE_CONFIG_PATH}", "qemu/devices.mak.j2"),
             ("hooks/trace-subdirs.meson", "qemu/trace-hook.meson.j2"),
         ]
-        return [Output(path, self.render(t, **ctx), specs) for path, t in files]
+        outputs = [Output(path, self.render(t, **ctx), specs) for path, t in files]
+        # QEMU's audio files: blocks for each audiodev driver (empty without one)
+        audio = [d for d in devices if isinstance(d, Opensles)]
+        audio_ctx = {"audio": audio, "sles": SLES_HEADERS,
+                     "spec_path": ", ".join(d.spec_path for d in audio) or "no specs"}
+        for name in AUDIO_HOOKS:
+            outputs.append(Output(f"hooks/{name}", self.render(f"opensles/hooks/{name}.j2",
+                                                                **audio_ctx),
+                                  tuple(d.spec_path for d in audio)))
+        return outputs
+
+    def sles_headers(self, devices: list[Device]) -> list[Output]:
+        """The OpenSL ES headers, copied as they are, for hosts without them."""
+        users = tuple(d.spec_path for d in devices if isinstance(d, Opensles))
+        if not users:
+            return []
+        return [Output(f"qemu/{SLES_HEADERS.include_dir}/SLES/{h}",
+                       (SLES_INCLUDE / h).read_text(), users, copied=True)
+                for h in SLES_HEADERS.headers]
 
     def library_files(self, devices: list[Device]) -> list[Output]:
         """Code shared by several devices, rendered once if a spec needs it."""
@@ -115,7 +146,8 @@ def libraries(devices: list[Device]) -> list:
 def render_all(devices: list[Device], base_devices: list[str]) -> list[Output]:
     """Every generated file, in a deterministic order."""
     r = Renderer()
-    outputs = r.common_files(devices, base_devices) + r.library_files(devices)
+    outputs = (r.common_files(devices, base_devices) + r.library_files(devices)
+               + r.sles_headers(devices))
     for d in devices:
         outputs.extend(r.device_files(d))
     return sorted(outputs, key=lambda o: o.path)

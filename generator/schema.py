@@ -80,12 +80,12 @@ def _rule_for(path: tuple[Any, ...], schema: dict[str, Any]) -> dict[str, Any] |
     rule: dict[str, Any] | None = None
     level: dict[str, Any] | None = schema
     for part in path:
-        if level is None:
-            return None
-        if isinstance(part, int):
+        if isinstance(part, int):       # a list item: the list's item rule
             rule = rule.get("schema") if rule else None
             level = rule.get("schema") if rule and rule.get("type") == "dict" else None
             continue
+        if level is None:
+            return None
         rule = level.get(part)
         if rule is None:
             return None

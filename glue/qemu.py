@@ -37,6 +37,7 @@ class VmConfig:
     chardevs: tuple[str, ...] = ()   # -chardev arguments, for the devices' backends
     devices: tuple[str, ...] = ()    # -device arguments
     extra: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()   # added to QEMU's environment
 
 
 @dataclass
@@ -89,7 +90,8 @@ class Qemu:
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         env={**os.environ, **dict(self.config.env)})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

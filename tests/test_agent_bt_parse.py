@@ -907,7 +907,7 @@ static ssize_t fake_write(int fd, const void *p, size_t n)
 #define connect(fd, a, l) fake_connect(fd, a, l)
 #define setsockopt(fd, l, n, v, s) fake_setsockopt(fd, l, n, v, s)
 #define getsockopt(fd, l, n, v, s) fake_getsockopt(fd, l, n, v, s)
-#define ioctl(fd, r, ...) fake_ioctl(fd, r, (unsigned long)(__VA_ARGS__))
+#define ioctl(fd, r, ...) fake_ioctl(fd, r, (unsigned long)(0 __VA_OPT__(,) __VA_ARGS__))
 #define write(fd, p, n) fake_write(fd, p, n)
 #define main agent_main
 #include AGENT_C

@@ -18,7 +18,9 @@ def checkpatch():
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_checkpatch_clean(case, checkpatch, tmp_path):
-    sources = [o for o in generate(CASES[case]()) if o.path.endswith((".c", ".h"))]
+    # the OpenSL ES API headers are copied, not generated: an API's own style
+    sources = [o for o in generate(CASES[case]())
+               if o.path.endswith((".c", ".h")) and not o.copied]
     assert sources
     for o in sources:
         f = tmp_path / o.path.replace("/", "_")

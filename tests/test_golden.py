@@ -43,6 +43,8 @@ def test_generation_is_deterministic():
 
 def test_banner_names_spec_and_command():
     for o in generate(spec_files()):
+        if o.copied:           # the OpenSL ES headers, put into QEMU's tree as they are
+            continue
         head = " ".join(line.lstrip("/*# ") for line in o.text.splitlines()[:12])
         assert "SPDX-License-Identifier: GPL-2.0-or-later" in head, o.path
         assert "Generated from " in head, o.path

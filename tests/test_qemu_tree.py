@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from generator.main import generate
+from generator.main import generate, spec_files
 from generator.output import write_outputs
 from tabvm.qemu_tree import (BEGIN, END, SYNCED, Hook, HookError, apply_hooks, load_hooks,
                              sync_generated, with_hook)
@@ -19,13 +19,14 @@ OLD_MTIME = 1_000_000_000  # far in the past: any rewrite is visible in st_mtime
 
 
 def strip_hooks(text: str) -> str:
-    """``text`` without any BEGIN..END hook block (inverse of with_hook)."""
+    """``text`` without any BEGIN..END hook block, named or not, in any comment
+    style (inverse of with_hook)."""
     out, inside = [], False
     for line in text.splitlines(keepends=True):
-        if line.rstrip("\n") == BEGIN:
+        if "BEGIN tabvm hook" in line:
             assert not inside, "nested BEGIN"
             inside = True
-        elif line.rstrip("\n") == END:
+        elif "END tabvm hook" in line:
             assert inside, "END without BEGIN"
             inside = False
         elif not inside:
@@ -140,8 +141,13 @@ def gen_dir_with_hooks(root: Path, text: str = "trace_events_subdirs += ['hw/tab
     return root
 
 
+def unnamed_hooks() -> list[Hook]:
+    """The hooks of the device build (one unnamed block per file)."""
+    return [h for h in load_hooks() if h.id is None]
+
+
 def test_load_hooks_reads_repo_hooks():
-    hooks = {h.file: h for h in load_hooks()}
+    hooks = {h.file: h for h in unnamed_hooks()}
     assert set(hooks) == {"meson.build", "hw/meson.build", "hw/Kconfig"}
     assert hooks["meson.build"].before == "subdir('trace')"
     assert hooks["meson.build"].generated == "hooks/trace-subdirs.meson"
@@ -152,7 +158,7 @@ def test_load_hooks_reads_repo_hooks():
 def test_apply_hooks_changes_three_files_then_none(tmp_path):
     tree = fake_tree(tmp_path / "tree")
     gen = gen_dir_with_hooks(tmp_path / "gen")
-    changed = apply_hooks(tree, gen, load_hooks())
+    changed = apply_hooks(tree, gen, unnamed_hooks())
     assert sorted(changed) == ["hw/Kconfig", "hw/meson.build", "meson.build"]
 
     top = (tree / "meson.build").read_text().splitlines()
@@ -164,17 +170,17 @@ def test_apply_hooks_changes_three_files_then_none(tmp_path):
         f"{BEGIN}\nsource tabvm/Kconfig\n{END}\n")
 
     stamps = age(tree)
-    assert apply_hooks(tree, gen, load_hooks()) == []
+    assert apply_hooks(tree, gen, unnamed_hooks()) == []
     assert touched(tree, stamps) == set()
 
 
 def test_apply_hooks_updates_generated_block(tmp_path):
     tree = fake_tree(tmp_path / "tree")
     gen = gen_dir_with_hooks(tmp_path / "gen")
-    apply_hooks(tree, gen, load_hooks())
+    apply_hooks(tree, gen, unnamed_hooks())
     stamps = age(tree)
     (gen / "hooks" / "trace-subdirs.meson").write_text("trace_events_subdirs += ['hw/tabvm/x']\n")
-    assert apply_hooks(tree, gen, load_hooks()) == ["meson.build"]
+    assert apply_hooks(tree, gen, unnamed_hooks()) == ["meson.build"]
     assert touched(tree, stamps) == {"meson.build"}
     text = (tree / "meson.build").read_text()
     assert "hw/tabvm/x" in text and "hw/tabvm/battery" not in text
@@ -185,7 +191,7 @@ def test_apply_hooks_missing_anchor_in_tree(tmp_path):
     tree = fake_tree(tmp_path / "tree")
     (tree / "meson.build").write_text("project('qemu')\n")
     with pytest.raises(HookError, match="meson.build"):
-        apply_hooks(tree, gen_dir_with_hooks(tmp_path / "gen"), load_hooks())
+        apply_hooks(tree, gen_dir_with_hooks(tmp_path / "gen"), unnamed_hooks())
 
 
 def _cached_qemu_src() -> Path | None:
@@ -201,31 +207,63 @@ def test_real_hooks_apply_to_real_qemu_files(tmp_path):
     if src is None:
         pytest.skip("no prepared QEMU tree in ~/.cache/tabvm/qemu/*/src (run `tabvm build`)")
     tree = tmp_path / "tree"
+    hooks = load_hooks()
+    files = sorted({h.file for h in hooks})
     pristine = {}
-    for rel in ("meson.build", "hw/meson.build", "hw/Kconfig"):
+    for rel in files:
         pristine[rel] = strip_hooks((src / rel).read_text())
-        assert BEGIN not in pristine[rel]
+        assert "tabvm hook" not in pristine[rel]
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text(pristine[rel])
     gen = tmp_path / "gen"
-    write_outputs(gen, generate([BATTERY_SPEC]))
+    write_outputs(gen, generate(spec_files()))
 
     changed = apply_hooks(tree, gen)
-    assert sorted(changed) == ["hw/Kconfig", "hw/meson.build", "meson.build"]
+    assert sorted(set(changed)) == files
     for rel, text in pristine.items():
         hooked = (tree / rel).read_text()
-        lines = hooked.splitlines()
-        assert lines.count(BEGIN) == 1 and lines.count(END) == 1, rel
-        # the hook only adds its block: nothing else of QEMU's file changes
+        for hook in (h for h in hooks if h.file == rel):
+            begin, end = hook.markers
+            assert hooked.splitlines().count(begin) == 1, (rel, hook.id)
+            assert hooked.splitlines().count(end) == 1, (rel, hook.id)
+        # the hooks only add their blocks: nothing else of QEMU's file changes
         assert strip_hooks(hooked) == text, rel
     top = (tree / "meson.build").read_text().splitlines()
     end = top.index(END)
     assert top[end + 1] == "subdir('trace')"
     assert "'hw/tabvm/battery'," in "\n".join(top[top.index(BEGIN):end])
+    audio = (tree / "qapi" / "audio.json").read_text()
+    assert "{ 'name': 'opensles', 'if': 'CONFIG_AUDIO_OPENSLES' }," in audio
 
     stamps = age(tree)
     assert apply_hooks(tree, gen) == []
     assert touched(tree, stamps) == set()
+
+
+def test_named_hooks_share_a_file_in_their_comment_styles():
+    c = Hook("a.c", "anchor", "x", None, id="one", comment="c")
+    hx = Hook("a.c", None, "y", None, id="two", comment="hxcomm")
+    assert c.markers == ("/* BEGIN tabvm hook one (qemu-tree/hooks.toml): managed by "
+                         "tabvm, do not edit */", "/* END tabvm hook one */")
+    assert hx.markers[0].startswith("HXCOMM BEGIN tabvm hook two ")
+    text = "a\nanchor\nb\n"
+    once = with_hook(with_hook(text, "x", "anchor", "f", c.markers), "y", None, "f",
+                     hx.markers)
+    twice = with_hook(with_hook(once, "x", "anchor", "f", c.markers), "y", None, "f",
+                      hx.markers)
+    assert once == twice
+    assert once.splitlines() == ["a", *c.markers[:1], "x", c.markers[1], "anchor", "b",
+                                 hx.markers[0], "y", hx.markers[1]]
+
+
+def test_hooks_toml_rejects_two_unnamed_blocks_in_one_file(tmp_path):
+    bad = tmp_path / "hooks.toml"
+    bad.write_text('[[hook]]\nfile = "a"\ntext = "x"\n[[hook]]\nfile = "a"\ntext = "y"\n')
+    with pytest.raises(HookError, match="different ids"):
+        load_hooks(bad)
+    bad.write_text('[[hook]]\nfile = "a"\ntext = "x"\ncomment = "//"\n')
+    with pytest.raises(HookError, match="comment must be one of"):
+        load_hooks(bad)
 
 
 # --- sync_generated -------------------------------------------------------------------
@@ -325,7 +363,7 @@ def test_spec_edit_touches_only_dependent_files(tmp_path, old, new, gen_changes)
     outputs = generate([BATTERY_SPEC], base=REPO)
     write_outputs(gen, outputs)
     sync_generated(gen, tree)
-    apply_hooks(tree, gen)
+    apply_hooks(tree, gen, unnamed_hooks())
     gen_stamps, tree_stamps = age(gen), age(tree)
 
     spec, base = edited_spec(tmp_path, old, new)
@@ -337,7 +375,7 @@ def test_spec_edit_touches_only_dependent_files(tmp_path, old, new, gen_changes)
     assert not any(p.endswith(("meson.build", "Kconfig", ".mak", "trace-events", "trace.h"))
                    for p in gen_changed)
 
-    tree_changed = sync_generated(gen, tree) + apply_hooks(tree, gen)
+    tree_changed = sync_generated(gen, tree) + apply_hooks(tree, gen, unnamed_hooks())
     assert set(tree_changed) == {"hw/tabvm/battery/tabvm-battery.c"}
     assert touched(tree, tree_stamps) == {"hw/tabvm/battery/tabvm-battery.c"}
     c_text = {o.path: o.text for o in edited}["qemu/hw/tabvm/battery/tabvm-battery.c"]

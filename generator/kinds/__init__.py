@@ -12,7 +12,7 @@ from ..checks import Claim
 from ..errors import SpecError
 from ..ir import Device
 from ..loader import Document
-from . import battery, hci, multitouch
+from . import battery, hci, multitouch, opensles
 
 
 @dataclass(frozen=True)
@@ -30,5 +30,7 @@ KINDS: dict[str, Kind] = {
         Kind(multitouch.KIND, multitouch.SCHEMA, multitouch.check, multitouch.build,
              multitouch.claims),
         Kind(hci.KIND, hci.SCHEMA, hci.check, hci.build, hci.claims),
+        Kind(opensles.KIND, opensles.SCHEMA, opensles.check, opensles.build,
+             opensles.claims),
     )
 }

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Device set of the tabvm VM profile, for -nodefaults use
 # Generated from devspecs/battery.yaml, devspecs/hci.yaml,
+# devspecs/opensles.yaml, devspecs/opensles_lowlat.yaml,
 # devspecs/touchpanel.yaml, devspecs/multitouch.yaml
 # by the tabvm generator -- do not edit. Regenerate with: tabvm gen
 
@@ -14,6 +15,7 @@ CONFIG_VIRTIO_BALLOON=y
 CONFIG_USB_XHCI_PCI=y
 CONFIG_USB_HID=y
 CONFIG_VIRTIO_INPUT=y
+CONFIG_HDA=y
 
 # Generated devices
 CONFIG_TABVM_BATTERY=y
