@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from audio_analysis import read_wav, sounding  # noqa: E402
+from audio_analysis import (HDA_DEVICES, ensure_sound_card,  # noqa: E402
+                            read_wav, sounding)
 from generator.ir import Opensles  # noqa: E402
 from generator.main import check, spec_files  # noqa: E402
 from glue.agent_client import AgentClient  # noqa: E402
@@ -39,9 +40,6 @@ from glue.runtime import new_runtime_dir  # noqa: E402
 from tabvm.guest import build_guest  # noqa: E402
 
 RATE = 48000
-HDA = ("ich9-intel-hda,id=hda", "hda-duplex,audiodev=snd0")
-# the guest's codec is probed even if it answers late under TCG
-PROBE = " snd_hda_intel.probe_mask=0x101"
 
 
 @dataclasses.dataclass
@@ -68,15 +66,14 @@ def run(backend: str, seconds: int, spec: Opensles | None) -> Run:
         audiodev = f"{spec.qapi_name},id=snd0,library={outputs.root / 'libOpenSLES.so'}"
         env = (("TABVM_SLES_PLAYBACK_WAV", str(rundir / "playback.wav")),
                ("TABVM_SLES_LOG", str(rundir / "sles.log")))
-    config = dataclasses.replace(config, append=config.append + PROBE,
-                                 devices=config.devices + HDA,
+    config = dataclasses.replace(config, devices=config.devices + HDA_DEVICES,
                                  extra=config.extra + ("-audiodev", f"{audiodev},"
                                                        f"out.frequency={RATE}"),
                                  env=env)
     with Qemu(config, rundir) as vm:
         agent = AgentClient(str(vm.agent_socket), connect_timeout=30)
         agent.wait_ready(timeout=180)
-        agent.mixer_unmute(0)
+        ensure_sound_card(agent)
         cpu0, t_send = cpu_seconds(vm.proc.pid), time.monotonic_ns()
         agent.pcm_play(0, 0, RATE, 2, 1000, seconds * 1000)
         cpu = cpu_seconds(vm.proc.pid) - cpu0

@@ -19,10 +19,11 @@ import re
 import select
 import socket
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
-__all__ = ["AgentClient", "AgentError", "AgentTimeout", "HciCmdResult", "HciDev", "HciInfo",
-           "InputEvent", "L2SendResult", "LeAdvert", "ShResult"]
+__all__ = ["AgentClient", "AgentError", "AgentTimeout", "CtlElem", "HciCmdResult", "HciDev",
+           "HciInfo", "InputEvent", "L2SendResult", "LeAdvert", "PcmPlayResult",
+           "PcmRecordResult", "ShResult"]
 
 _HEADER = re.compile(rb"(\d{1,20}) (ok|err) (\d{1,8})")
 _MAX_PAYLOAD = 2 * 1024 * 1024
@@ -44,6 +45,17 @@ L2_ADDRESS_TYPES = ("public", "random")
 # The agent's own waits in l2send: connect, room to send one SDU, the answer.
 L2_CONNECT_S, L2_STALL_S, L2_ANSWER_S = 10.0, 10.0, 30.0
 _BDADDR = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+# Limits of the agent's audio verbs pcmplay/pcmrec (see guest/README.md).
+PCM_MAX_INDEX = 255                 # CARD and DEV of /dev/snd/pcmC<CARD>D<DEV>p|c
+PCM_MIN_RATE, PCM_MAX_RATE = 8_000, 192_000
+PCM_MAX_CHANNELS = 8
+PCM_PLAY_MAX_MS = 120_000
+PCM_REC_MIN_MS, PCM_REC_MAX_MS = 200, 10_000
+PCM_MAX_AMPLITUDE = 1000            # permille of full scale
+PCM_SLACK_S = 5.0                   # the agent gives up MS + this after the verb started
+PCM_ANALYSIS_S = 30.0               # pcmrec's frequency fit, generously for TCG
+CTL_MAX_NUMID = 0xFFFF_FFFF
+CTL_MAX_VALUES = 128                # values (channels) of one control element
 
 
 class AgentError(Exception):
@@ -125,6 +137,50 @@ class L2SendResult(NamedTuple):
     sent: int
     acked: int
     elapsed_ns: int
+
+
+class PcmPlayResult(NamedTuple):
+    """``pcmplay``: what was played and the hardware parameters the driver set."""
+
+    frames: int       # frames written (MS * RATE / 1000)
+    xruns: int        # underruns (EPIPE) recovered from with PREPARE
+    elapsed_ms: int   # guest CLOCK_MONOTONIC, first write to the end of the drain
+    rate: int
+    channels: int
+    period: int       # frames
+    buffer: int       # frames
+
+
+class PcmRecordResult(NamedTuple):
+    """``pcmrec``: what was recorded and the analysis of channel 0 (after its
+    first 100 ms)."""
+
+    frames: int       # frames read (MS * RATE / 1000)
+    xruns: int        # overruns (EPIPE) recovered from with PREPARE + START
+    freq: float       # dominant frequency in Hz (2 decimals); 0.0 if all samples are 0
+    rms: float        # fraction of full scale (32768)
+    peak: float       # largest |sample| / 32768
+
+
+class CtlElem(NamedTuple):
+    """One ALSA control element (``ctllist``)."""
+
+    numid: int
+    iface: str        # card, hwdep, mixer, pcm, rawmidi, timer, sequencer
+    type: str         # boolean, integer, enumerated, bytes, iec958, integer64
+    access: str       # "r", "w", "i" (inactive) as they apply, "" for none
+    count: int        # values (channels)
+    values: tuple[int, ...] | None   # None: not shown (unreadable, bytes, iec958)
+    min: int          # boolean 0..1; enumerated 0..items-1
+    max: int
+    step: int
+    index: int
+    device: int
+    name: str         # e.g. "Master Playback Volume"
+
+    @property
+    def writable(self) -> bool:
+        return "w" in self.access
 
 
 class AgentClient:
@@ -367,6 +423,82 @@ class AgentClient:
                          timeout=timeout if timeout is not None else default)
         return _parse_l2_send(text)
 
+    # -- audio (ALSA PCM) ----------------------------------------------------
+
+    def pcm_play(self, card: int, dev: int, rate: int, channels: int, freq: int, ms: int,
+                 amplitude_permille: int = 500, timeout: float | None = None
+                 ) -> PcmPlayResult:
+        """Plays ``ms`` ms of a ``freq`` Hz sine (S16_LE, every channel the same,
+        ``amplitude_permille`` of full scale) on /dev/snd/pcmC<card>D<dev>p in the
+        guest and waits for the drain. The agent answers nothing else meanwhile.
+
+        The default call timeout is the agent's own deadline (``ms`` + 5 s) plus
+        a margin for the answer."""
+        _check_pcm(card, dev, rate, channels)
+        _check_int(freq, 1, (rate - 1) // 2, "freq (below rate / 2)")
+        _check_int(ms, 1, PCM_PLAY_MAX_MS, "ms")
+        _check_int(amplitude_permille, 0, PCM_MAX_AMPLITUDE, "amplitude_permille")
+        default = ms / 1000 + PCM_SLACK_S + 10.0
+        text = self.call("pcmplay", str(card), str(dev), str(rate), str(channels), str(freq),
+                         str(ms), str(amplitude_permille),
+                         timeout=timeout if timeout is not None else default)
+        return _parse_pcm_play(text)
+
+    def pcm_record(self, card: int, dev: int, rate: int, channels: int, ms: int,
+                   path: str | None = None, timeout: float | None = None
+                   ) -> PcmRecordResult:
+        """Records ``ms`` ms (S16_LE) from /dev/snd/pcmC<card>D<dev>c in the guest
+        and returns the dominant frequency, RMS and peak of channel 0. ``path``
+        (in the guest) also gets the raw interleaved capture.
+
+        The default call timeout is the agent's own deadline (``ms`` + 5 s) plus
+        the analysis and a margin for the answer."""
+        _check_pcm(card, dev, rate, channels)
+        _check_int(ms, PCM_REC_MIN_MS, PCM_REC_MAX_MS, "ms")
+        args = [str(card), str(dev), str(rate), str(channels), str(ms)]
+        if path is not None:
+            _check_word(path, "path")
+            args.append(path)
+        default = ms / 1000 + PCM_SLACK_S + PCM_ANALYSIS_S
+        text = self.call("pcmrec", *args, timeout=timeout if timeout is not None else default)
+        return _parse_pcm_record(text)
+
+    def ctl_list(self, card: int, timeout: float = 10.0) -> list[CtlElem]:
+        """The control elements of sound card ``card`` (mixer volumes, switches, jacks...)."""
+        _check_int(card, 0, PCM_MAX_INDEX, "card")
+        return _parse_ctl_list(self.call("ctllist", str(card), timeout=timeout))
+
+    def ctl_set(self, card: int, numid: int, values: int | Sequence[int],
+                timeout: float = 10.0) -> tuple[int, ...]:
+        """Writes control element ``numid`` of ``card``: one value for every channel
+        or one per channel. Returns the values read back."""
+        _check_int(card, 0, PCM_MAX_INDEX, "card")
+        _check_int(numid, 1, CTL_MAX_NUMID, "numid")
+        values = (values,) if isinstance(values, int) and not isinstance(values, bool) \
+            else tuple(values)
+        if not 1 <= len(values) <= CTL_MAX_VALUES:
+            raise ValueError(f"give 1..{CTL_MAX_VALUES} values: {values!r}")
+        for v in values:
+            _check_int(v, -(1 << 63), (1 << 63) - 1, "value")
+        text = self.call("ctlset", str(card), str(numid), ",".join(map(str, values)),
+                         timeout=timeout)
+        return _parse_ctl_values(text, "ctlset")
+
+    def mixer_unmute(self, card: int, timeout: float = 10.0) -> list[CtlElem]:
+        """Switches on every writable mixer "... Switch" (boolean) of ``card`` and sets
+        every writable mixer "... Volume" (integer) to its maximum (0 dB on QEMU's
+        HDA codecs), as alsactl's defaults would; ALSA starts them muted at zero.
+        Returns the elements as they are afterwards."""
+        elems = self.ctl_list(card, timeout=timeout)
+        for e in elems:
+            if e.iface != "mixer" or not e.writable or "i" in e.access:
+                continue
+            if e.type == "boolean" and e.name.endswith(" Switch"):
+                self.ctl_set(card, e.numid, 1, timeout=timeout)
+            elif e.type == "integer" and e.name.endswith(" Volume"):
+                self.ctl_set(card, e.numid, e.max, timeout=timeout)
+        return self.ctl_list(card, timeout=timeout)
+
     # -- plumbing ----------------------------------------------------------
 
     def _send(self, verb: str, args: tuple[str, ...], deadline: float) -> str:
@@ -585,6 +717,66 @@ def _parse_l2_send(text: str) -> L2SendResult:
     if not m:
         raise AgentError(f"l2send: malformed answer {text[:200]!r}")
     return L2SendResult(*(int(g) for g in m.groups()))
+
+
+def _check_pcm(card: int, dev: int, rate: int, channels: int) -> None:
+    _check_int(card, 0, PCM_MAX_INDEX, "card")
+    _check_int(dev, 0, PCM_MAX_INDEX, "dev")
+    _check_int(rate, PCM_MIN_RATE, PCM_MAX_RATE, "rate")
+    _check_int(channels, 1, PCM_MAX_CHANNELS, "channels")
+
+
+_PCM_PLAY = re.compile(r"frames (\d{1,20}) xruns (\d{1,20}) ms (\d{1,20}) rate (\d{1,6}) "
+                       r"channels (\d{1,3}) period (\d{1,20}) buffer (\d{1,20})", re.ASCII)
+_PCM_RECORD = re.compile(r"frames (\d{1,20}) xruns (\d{1,20}) freq (\d{1,6}\.\d\d) "
+                         r"rms ([01]\.\d{6}) peak ([01]\.\d{6})", re.ASCII)
+
+
+def _parse_pcm_play(text: str) -> PcmPlayResult:
+    """Parses pcmplay's ``frames N xruns X ms E rate R channels C period P buffer B``."""
+    m = _PCM_PLAY.fullmatch(text)
+    if not m:
+        raise AgentError(f"pcmplay: malformed answer {text[:200]!r}")
+    return PcmPlayResult(*(int(g) for g in m.groups()))
+
+
+def _parse_pcm_record(text: str) -> PcmRecordResult:
+    """Parses pcmrec's ``frames N xruns X freq F.FF rms R.RRRRRR peak P.PPPPPP``."""
+    m = _PCM_RECORD.fullmatch(text)
+    if not m or float(m.group(4)) > 1 or float(m.group(5)) > 1:
+        raise AgentError(f"pcmrec: malformed answer {text[:200]!r}")
+    return PcmRecordResult(int(m.group(1)), int(m.group(2)), float(m.group(3)),
+                           float(m.group(4)), float(m.group(5)))
+
+
+_CTL_ELEM = re.compile(
+    r"numid (\d{1,10}) iface (card|hwdep|mixer|pcm|rawmidi|timer|sequencer|\?) "
+    r"type (none|boolean|integer|enumerated|bytes|iec958|integer64|\?) access (rwi|rw|ri|wi|r|w|i|-) "
+    r"count (\d{1,10}) values (-|-?\d{1,20}(?:,-?\d{1,20})*) min (-?\d{1,20}) "
+    r"max (-?\d{1,20}) step (-?\d{1,20}) index (\d{1,10}) device (\d{1,10}) "
+    r"name ([ -~]{0,44})", re.ASCII)
+
+
+def _parse_ctl_values(text: str, verb: str) -> tuple[int, ...]:
+    if not re.fullmatch(r"-?\d{1,20}(?:,-?\d{1,20})*", text, re.ASCII):
+        raise AgentError(f"{verb}: malformed values {text[:200]!r}")
+    return tuple(int(v) for v in text.split(","))
+
+
+def _parse_ctl_list(text: str) -> list[CtlElem]:
+    """Parses ctllist's ``numid N iface I ... name NAME`` lines."""
+    elems = []
+    for line in _lines(text):
+        m = _CTL_ELEM.fullmatch(line)
+        if not m:
+            raise AgentError(f"ctllist: malformed line {line[:200]!r}")
+        numid, iface, type_, access, count, values, lo, hi, step, index, device, name = \
+            m.groups()
+        vals = None if values == "-" else _parse_ctl_values(values, "ctllist")
+        elems.append(CtlElem(int(numid), iface, type_, "" if access == "-" else access,
+                             int(count), vals, int(lo), int(hi), int(step), int(index),
+                             int(device), name))
+    return elems
 
 
 def _check_word(value: str, what: str) -> None:

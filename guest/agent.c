@@ -103,6 +103,35 @@
  *                           received). Waits at most 10 s to connect, 10 s for room to
  *                           send any one SDU, 30 s for the answer.
  *
+ * Audio (ALSA through the kernel's ioctl ABI, no alsa-lib). CARD and DEV (0..255)
+ * name /dev/snd/pcmC<CARD>D<DEV>p (playback) or ...c (capture), and
+ * /dev/snd/controlC<CARD>. Samples are S16_LE, RW interleaved, at exactly RATE
+ * (8000..192000) and CHANNELS (1..8); period ~10 ms, 4 periods (or what the
+ * driver allows). The PCM is non-blocking and every wait is bounded: a transfer
+ * (drain included) gives up, err and stream dropped, MS + 5000 ms after the verb
+ * started. ALSA starts mixer controls muted: unmute with ctlset first.
+ *   pcmplay CARD DEV RATE CHANNELS FREQ MS [AMPLITUDE_PERMILLE]
+ *                        -> plays MS (1..120000) ms of a FREQ Hz (1..(RATE-1)/2) sine of
+ *                           AMPLITUDE_PERMILLE (0..1000, default 500) of full scale, the
+ *                           same on every channel, phase-continuous; underruns are counted
+ *                           and recovered (PREPARE); then drains. "frames N xruns X ms
+ *                           ELAPSED rate R channels C period P buffer B" (ELAPSED: first
+ *                           write to the end of the drain; R..B as the driver set them)
+ *   pcmrec CARD DEV RATE CHANNELS MS [PATH]
+ *                        -> records MS (200..10000) ms (overruns counted and recovered:
+ *                           PREPARE, START) and analyses channel 0 after its first 100 ms:
+ *                           "frames N xruns X freq F rms R peak P" (F: dominant frequency
+ *                           in Hz, 2 decimals, 0.00 if all samples are 0; R, P: fractions
+ *                           of full scale, 6 decimals). PATH gets the raw capture.
+ *   ctllist CARD         -> one line per control element: "numid N iface I type T access
+ *                           A count C values V,V.. min MIN max MAX step S index X device D
+ *                           name NAME" (A: r, w, i (inactive) or -; values "-" if not
+ *                           shown: unreadable, bytes or iec958)
+ *   ctlset CARD NUMID VALUE[,VALUE...]
+ *                        -> writes a boolean, integer, integer64 or enumerated element
+ *                           (one value for every channel, or one each; range checked);
+ *                           payload: the values read back "V,V.."
+ *
  * To add a verb: write a handler `static int verb_x(char *args, struct buf *out)`
  * returning 0 (ok) or -1 (err, message in out) and add it to VERBS[].
  */
@@ -2512,6 +2541,981 @@ static int verb_l2send(char *args, struct buf *out)
     return rc;
 }
 
+/* ---- audio: ALSA PCM through the kernel's ioctl ABI ----------------------- */
+
+/*
+ * The ALSA PCM ABI, defined here (names, values and layouts as in the Linux
+ * header include/uapi/sound/asound.h) so the static agent needs neither
+ * alsa-lib nor the kernel headers; tinyalsa's pcm.c drives the same ioctls.
+ */
+#define SNDRV_PCM_ACCESS_RW_INTERLEAVED 3
+#define SNDRV_PCM_FORMAT_S16_LE 2
+#define SNDRV_PCM_SUBFORMAT_STD 0
+#define SNDRV_PCM_HW_PARAM_ACCESS 0             /* masks */
+#define SNDRV_PCM_HW_PARAM_FORMAT 1
+#define SNDRV_PCM_HW_PARAM_SUBFORMAT 2
+#define SNDRV_PCM_HW_PARAM_FIRST_MASK SNDRV_PCM_HW_PARAM_ACCESS
+#define SNDRV_PCM_HW_PARAM_LAST_MASK SNDRV_PCM_HW_PARAM_SUBFORMAT
+#define SNDRV_PCM_HW_PARAM_SAMPLE_BITS 8        /* intervals */
+#define SNDRV_PCM_HW_PARAM_FRAME_BITS 9
+#define SNDRV_PCM_HW_PARAM_CHANNELS 10
+#define SNDRV_PCM_HW_PARAM_RATE 11
+#define SNDRV_PCM_HW_PARAM_PERIOD_TIME 12
+#define SNDRV_PCM_HW_PARAM_PERIOD_SIZE 13
+#define SNDRV_PCM_HW_PARAM_PERIOD_BYTES 14
+#define SNDRV_PCM_HW_PARAM_PERIODS 15
+#define SNDRV_PCM_HW_PARAM_BUFFER_TIME 16
+#define SNDRV_PCM_HW_PARAM_BUFFER_SIZE 17
+#define SNDRV_PCM_HW_PARAM_BUFFER_BYTES 18
+#define SNDRV_PCM_HW_PARAM_TICK_TIME 19
+#define SNDRV_PCM_HW_PARAM_FIRST_INTERVAL SNDRV_PCM_HW_PARAM_SAMPLE_BITS
+#define SNDRV_PCM_HW_PARAM_LAST_INTERVAL SNDRV_PCM_HW_PARAM_TICK_TIME
+#define SNDRV_MASK_MAX 256
+
+struct snd_interval {
+    unsigned int min, max;
+    unsigned int openmin:1, openmax:1, integer:1, empty:1;
+};
+
+struct snd_mask {
+    uint32_t bits[(SNDRV_MASK_MAX + 31) / 32];
+};
+
+struct snd_pcm_hw_params {
+    unsigned int flags;
+    struct snd_mask masks[SNDRV_PCM_HW_PARAM_LAST_MASK - SNDRV_PCM_HW_PARAM_FIRST_MASK + 1];
+    struct snd_mask mres[5];
+    struct snd_interval intervals[SNDRV_PCM_HW_PARAM_LAST_INTERVAL -
+                                  SNDRV_PCM_HW_PARAM_FIRST_INTERVAL + 1];
+    struct snd_interval ires[9];
+    unsigned int rmask;         /* W: parameters to refine */
+    unsigned int cmask;         /* R: parameters changed */
+    unsigned int info;
+    unsigned int msbits;
+    unsigned int rate_num;
+    unsigned int rate_den;
+    unsigned long fifo_size;    /* snd_pcm_uframes_t */
+    unsigned char reserved[64];
+};
+
+struct snd_pcm_sw_params {
+    int tstamp_mode;
+    unsigned int period_step;
+    unsigned int sleep_min;
+    unsigned long avail_min;            /* snd_pcm_uframes_t, as the rest */
+    unsigned long xfer_align;
+    unsigned long start_threshold;
+    unsigned long stop_threshold;
+    unsigned long silence_threshold;
+    unsigned long silence_size;
+    unsigned long boundary;             /* R: the kernel fills it in */
+    unsigned int proto;
+    unsigned int tstamp_type;
+    unsigned char reserved[56];
+};
+
+struct snd_xferi {
+    long result;                /* snd_pcm_sframes_t: frames transferred */
+    void *buf;
+    unsigned long frames;       /* snd_pcm_uframes_t */
+};
+
+#define SNDRV_PCM_IOCTL_HW_REFINE _IOWR('A', 0x10, struct snd_pcm_hw_params)
+#define SNDRV_PCM_IOCTL_HW_PARAMS _IOWR('A', 0x11, struct snd_pcm_hw_params)
+#define SNDRV_PCM_IOCTL_SW_PARAMS _IOWR('A', 0x13, struct snd_pcm_sw_params)
+#define SNDRV_PCM_IOCTL_DELAY _IOR('A', 0x21, long)
+#define SNDRV_PCM_IOCTL_PREPARE _IO('A', 0x40)
+#define SNDRV_PCM_IOCTL_START _IO('A', 0x42)
+#define SNDRV_PCM_IOCTL_DROP _IO('A', 0x43)
+#define SNDRV_PCM_IOCTL_DRAIN _IO('A', 0x44)
+#define SNDRV_PCM_IOCTL_WRITEI_FRAMES _IOW('A', 0x50, struct snd_xferi)
+#define SNDRV_PCM_IOCTL_READI_FRAMES _IOR('A', 0x51, struct snd_xferi)
+
+_Static_assert(sizeof(struct snd_interval) == 12, "snd_interval");
+_Static_assert(sizeof(struct snd_mask) == 32, "snd_mask");
+#ifdef __x86_64__
+_Static_assert(offsetof(struct snd_pcm_hw_params, intervals) == 260 &&
+               offsetof(struct snd_pcm_hw_params, rmask) == 512 &&
+               offsetof(struct snd_pcm_hw_params, fifo_size) == 536 &&
+               sizeof(struct snd_pcm_hw_params) == 608, "snd_pcm_hw_params");
+_Static_assert(offsetof(struct snd_pcm_sw_params, avail_min) == 16 &&
+               offsetof(struct snd_pcm_sw_params, start_threshold) == 32 &&
+               offsetof(struct snd_pcm_sw_params, boundary) == 64 &&
+               offsetof(struct snd_pcm_sw_params, proto) == 72 &&
+               sizeof(struct snd_pcm_sw_params) == 136, "snd_pcm_sw_params");
+_Static_assert(sizeof(struct snd_xferi) == 24, "snd_xferi");
+_Static_assert(SNDRV_PCM_IOCTL_HW_PARAMS == 0xc2604111 &&
+               SNDRV_PCM_IOCTL_SW_PARAMS == 0xc0884113 &&
+               SNDRV_PCM_IOCTL_DELAY == 0x80084121 &&
+               SNDRV_PCM_IOCTL_WRITEI_FRAMES == 0x40184150 &&
+               SNDRV_PCM_IOCTL_READI_FRAMES == 0x80184151, "ALSA PCM ioctl numbers");
+#endif
+
+#define PCM_MAX_INDEX 255UL             /* CARD and DEV */
+#define PCM_MIN_RATE 8000UL
+#define PCM_MAX_RATE 192000UL
+#define PCM_MAX_CHANNELS 8UL
+#define PCM_PLAY_MAX_MS 120000UL
+#define PCM_REC_MIN_MS 200UL
+#define PCM_REC_MAX_MS 10000UL
+#define PCM_SLACK_MS 5000L              /* deadline: MS + this, for the whole transfer */
+#define PCM_PERIOD_MS 10                /* period asked for (the driver may round up) */
+#define PCM_PERIODS 4
+#define PCM_SKIP_MS 100                 /* pcmrec: start-up transient, not analysed */
+#define PCM_ANALYSIS_MAX 131072UL       /* pcmrec: samples the frequency fit uses */
+#define PCM_FFT_MAX 65536UL             /* pcmrec: coarse peak search */
+#define PCM_PI 3.14159265358979323846
+
+/*
+ * sin and cos of x (|x| < 1e6), to about 1e-16: the agent is linked without
+ * libm. x = n*pi/2 + r with |r| <= pi/4 (pi/2 in two parts, as fdlibm does),
+ * then Taylor series, whose first omitted terms are below 1e-16 there.
+ */
+static void sin_cos(double x, double *s, double *c)
+{
+    double k = x * 0.63661977236758134308;     /* 2/pi */
+    long n = (long)(k >= 0 ? k + 0.5 : k - 0.5);
+    double r = (x - (double)n * 1.57079632673412561417e+00) -
+               (double)n * 6.07710050650619224932e-11;
+    double r2 = r * r;
+    double sr = r * (1 + r2 * (-1.0 / 6 + r2 * (1.0 / 120 + r2 * (-1.0 / 5040 +
+                r2 * (1.0 / 362880 + r2 * (-1.0 / 39916800 + r2 * (1.0 / 6227020800.0 +
+                r2 * (-1.0 / 1307674368000.0))))))));
+    double cr = 1 + r2 * (-1.0 / 2 + r2 * (1.0 / 24 + r2 * (-1.0 / 720 + r2 * (1.0 / 40320 +
+                r2 * (-1.0 / 3628800 + r2 * (1.0 / 479001600.0 + r2 * (-1.0 / 87178291200.0 +
+                r2 * (1.0 / 20922789888000.0))))))));
+    switch (n & 3) {
+    case 0: *s = sr;  *c = cr;  break;
+    case 1: *s = cr;  *c = -sr; break;
+    case 2: *s = -sr; *c = -cr; break;
+    default: *s = -cr; *c = sr; break;
+    }
+}
+
+/* Square root of x >= 0 by Newton's method from above (no libm). */
+static double sqrt_pos(double x)
+{
+    double y;
+    if (!(x > 0))
+        return 0;
+    y = x > 1 ? x : 1;                 /* >= sqrt(x): the iterates decrease to it */
+    for (int i = 0; i < 2000; i++) {
+        double next = 0.5 * (y + x / y);
+        if (!(next < y))
+            break;
+        y = next;
+    }
+    return y;
+}
+
+/* An open, configured PCM and the hardware parameters the driver accepted. */
+struct pcm {
+    int fd;
+    char path[40];
+    unsigned rate, channels;
+    unsigned long period, buffer;       /* frames */
+};
+
+static struct snd_interval *hw_interval(struct snd_pcm_hw_params *p, int n)
+{
+    return &p->intervals[n - SNDRV_PCM_HW_PARAM_FIRST_INTERVAL];
+}
+
+static void hw_set_mask(struct snd_pcm_hw_params *p, int n, unsigned bit)
+{
+    struct snd_mask *m = &p->masks[n - SNDRV_PCM_HW_PARAM_FIRST_MASK];
+    memset(m, 0, sizeof(*m));
+    m->bits[bit >> 5] |= 1u << (bit & 31);
+}
+
+static void hw_set_range(struct snd_pcm_hw_params *p, int n, unsigned min, unsigned max)
+{
+    struct snd_interval *i = hw_interval(p, n);
+    i->min = min;
+    i->max = max;
+    i->integer = 1;
+}
+
+/* Everything allowed (as tinyalsa's param_init), then S16_LE interleaved. */
+static void hw_init(struct snd_pcm_hw_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    for (int n = SNDRV_PCM_HW_PARAM_FIRST_MASK; n <= SNDRV_PCM_HW_PARAM_LAST_MASK; n++)
+        memset(&p->masks[n - SNDRV_PCM_HW_PARAM_FIRST_MASK], 0xff, sizeof(struct snd_mask));
+    for (int n = SNDRV_PCM_HW_PARAM_FIRST_INTERVAL; n <= SNDRV_PCM_HW_PARAM_LAST_INTERVAL; n++)
+        hw_interval(p, n)->max = ~0u;
+    p->rmask = ~0u;
+    p->info = ~0u;
+    hw_set_mask(p, SNDRV_PCM_HW_PARAM_ACCESS, SNDRV_PCM_ACCESS_RW_INTERLEAVED);
+    hw_set_mask(p, SNDRV_PCM_HW_PARAM_FORMAT, SNDRV_PCM_FORMAT_S16_LE);
+    hw_set_mask(p, SNDRV_PCM_HW_PARAM_SUBFORMAT, SNDRV_PCM_SUBFORMAT_STD);
+}
+
+/* After a refused HW_PARAMS: what the device offers for S16_LE interleaved. */
+static void pcm_describe(int fd, struct buf *out)
+{
+    struct snd_pcm_hw_params p;
+    hw_init(&p);
+    if (ioctl(fd, SNDRV_PCM_IOCTL_HW_REFINE, &p) < 0) {
+        buf_printf(out, "; S16_LE interleaved is not supported (HW_REFINE: %s)",
+                   strerror(errno));
+        return;
+    }
+    struct snd_interval *r = hw_interval(&p, SNDRV_PCM_HW_PARAM_RATE);
+    struct snd_interval *c = hw_interval(&p, SNDRV_PCM_HW_PARAM_CHANNELS);
+    struct snd_interval *ps = hw_interval(&p, SNDRV_PCM_HW_PARAM_PERIOD_SIZE);
+    buf_printf(out, "; with S16_LE interleaved the device offers rate %u..%u channels "
+               "%u..%u period %u..%u frames", r->min, r->max, c->min, c->max, ps->min, ps->max);
+}
+
+/*
+ * Opens /dev/snd/pcmC<card>D<dev><p|c> non-blocking and sets it up: S16_LE,
+ * RW interleaved, exactly rate and channels, a period of PCM_PERIOD_MS or a
+ * little more (the driver picks the smallest it allows) and PCM_PERIODS
+ * periods (or, if the driver refuses that, what it picks from 2..32); then
+ * software parameters (start at start_threshold, stop on xrun when the buffer
+ * is empty (playback) or full (capture), wake up every period) and PREPARE.
+ */
+static int pcm_open(struct pcm *pcm, unsigned long card, unsigned long dev, int capture,
+                    unsigned rate, unsigned channels, struct buf *out)
+{
+    struct snd_pcm_hw_params hw;
+    struct snd_pcm_sw_params sw;
+    unsigned period = rate * PCM_PERIOD_MS / 1000;
+    int r = -1;
+
+    snprintf(pcm->path, sizeof(pcm->path), "/dev/snd/pcmC%luD%lu%c", card, dev,
+             capture ? 'c' : 'p');
+    pcm->fd = open(pcm->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (pcm->fd < 0) {
+        if (errno == ENOENT)
+            return fail(out, "open %s: %s (PCM devices: /proc/asound/pcm)", pcm->path,
+                        strerror(errno));
+        return fail_errno(out, "open", pcm->path);
+    }
+    for (int attempt = 0; attempt < 2 && r < 0; attempt++) {
+        hw_init(&hw);
+        hw_set_range(&hw, SNDRV_PCM_HW_PARAM_SAMPLE_BITS, 16, 16);
+        hw_set_range(&hw, SNDRV_PCM_HW_PARAM_CHANNELS, channels, channels);
+        hw_set_range(&hw, SNDRV_PCM_HW_PARAM_RATE, rate, rate);
+        if (attempt == 0) {
+            hw_set_range(&hw, SNDRV_PCM_HW_PARAM_PERIOD_SIZE, period, 2 * period);
+            hw_set_range(&hw, SNDRV_PCM_HW_PARAM_PERIODS, PCM_PERIODS, PCM_PERIODS);
+        } else {
+            hw_set_range(&hw, SNDRV_PCM_HW_PARAM_PERIOD_SIZE, period / 4, 8 * period);
+            hw_set_range(&hw, SNDRV_PCM_HW_PARAM_PERIODS, 2, 32);
+        }
+        r = ioctl(pcm->fd, SNDRV_PCM_IOCTL_HW_PARAMS, &hw);
+    }
+    if (r < 0) {
+        fail(out, "%s: HW_PARAMS (S16_LE interleaved, rate %u, channels %u): %s", pcm->path,
+             rate, channels, strerror(errno));
+        pcm_describe(pcm->fd, out);
+        close(pcm->fd);
+        return -1;
+    }
+    pcm->rate = hw_interval(&hw, SNDRV_PCM_HW_PARAM_RATE)->min;
+    pcm->channels = hw_interval(&hw, SNDRV_PCM_HW_PARAM_CHANNELS)->min;
+    pcm->period = hw_interval(&hw, SNDRV_PCM_HW_PARAM_PERIOD_SIZE)->min;
+    pcm->buffer = hw_interval(&hw, SNDRV_PCM_HW_PARAM_BUFFER_SIZE)->min;
+    if (pcm->rate != rate || pcm->channels != channels || pcm->period == 0 ||
+        pcm->buffer < pcm->period) {
+        fail(out, "%s: HW_PARAMS gave rate %u channels %u period %lu buffer %lu", pcm->path,
+             pcm->rate, pcm->channels, pcm->period, pcm->buffer);
+        close(pcm->fd);
+        return -1;
+    }
+    memset(&sw, 0, sizeof(sw));
+    sw.period_step = 1;
+    sw.avail_min = pcm->period;
+    sw.start_threshold = capture ? 1 : pcm->period;
+    sw.stop_threshold = pcm->buffer;
+    if (ioctl(pcm->fd, SNDRV_PCM_IOCTL_SW_PARAMS, &sw) < 0) {
+        fail(out, "%s: SW_PARAMS: %s", pcm->path, strerror(errno));
+        close(pcm->fd);
+        return -1;
+    }
+    if (ioctl(pcm->fd, SNDRV_PCM_IOCTL_PREPARE, 0) < 0) {
+        fail(out, "%s: PREPARE: %s", pcm->path, strerror(errno));
+        close(pcm->fd);
+        return -1;
+    }
+    return 0;
+}
+
+/* Waits for the PCM (events POLLOUT or POLLIN) until deadline_ms after t0:
+ * 1 if there is still time, 0 if the deadline passed. */
+static int pcm_wait(const struct pcm *pcm, short events, const struct timespec *t0,
+                    long deadline_ms)
+{
+    long left = deadline_ms - ms_since(t0);
+    if (left <= 0)
+        return 0;
+    struct pollfd pfd = {.fd = pcm->fd, .events = events};
+    poll(&pfd, 1, left < 100 ? (int)left : 100);
+    return 1;
+}
+
+/*
+ * Drains a playback PCM without blocking: DRAIN on the non-blocking fd returns
+ * EAGAIN and the stream plays out; DELAY answers EBADFD once it has stopped
+ * (state SETUP). Returns 0, or -1 with out set (stream dropped) at the deadline.
+ */
+static int pcm_drain(const struct pcm *pcm, const struct timespec *t0, long deadline_ms,
+                     unsigned long *xruns, struct buf *out)
+{
+    long delay;
+    if (ioctl(pcm->fd, SNDRV_PCM_IOCTL_DELAY, &delay) < 0 && errno == EPIPE)
+        (*xruns)++;             /* ran dry after the last write; DRAIN just stops it */
+    if (ioctl(pcm->fd, SNDRV_PCM_IOCTL_DRAIN, 0) == 0)
+        return 0;
+    if (errno != EAGAIN && errno != EINTR)
+        return fail(out, "%s: DRAIN: %s", pcm->path, strerror(errno));
+    for (;;) {
+        if (ioctl(pcm->fd, SNDRV_PCM_IOCTL_DELAY, &delay) < 0) {
+            if (errno == EBADFD)
+                return 0;       /* drained: the stream is stopped */
+            if (errno == EPIPE) {
+                (*xruns)++;
+                return 0;
+            }
+            return fail(out, "%s: DELAY while draining: %s", pcm->path, strerror(errno));
+        }
+        if (!pcm_wait(pcm, POLLOUT, t0, deadline_ms)) {
+            ioctl(pcm->fd, SNDRV_PCM_IOCTL_DROP, 0);
+            return fail(out, "%s: drain not done within %ld ms of the start (%ld frames "
+                        "still queued)", pcm->path, deadline_ms, delay);
+        }
+    }
+}
+
+/* Parses "CARD DEV RATE CHANNELS" from f[0..3]; 0, or -1. */
+static int parse_pcm_args(char **f, unsigned long *card, unsigned long *dev,
+                          unsigned long *rate, unsigned long *channels)
+{
+    if (parse_dec(f[0], 0, PCM_MAX_INDEX, card) < 0 ||
+        parse_dec(f[1], 0, PCM_MAX_INDEX, dev) < 0 ||
+        parse_dec(f[2], PCM_MIN_RATE, PCM_MAX_RATE, rate) < 0 ||
+        parse_dec(f[3], 1, PCM_MAX_CHANNELS, channels) < 0)
+        return -1;
+    return 0;
+}
+
+#define PCMPLAY_USAGE "usage: pcmplay CARD DEV RATE CHANNELS FREQ MS [AMPLITUDE_PERMILLE] " \
+    "(CARD, DEV 0..255, RATE 8000..192000, CHANNELS 1..8, FREQ 1..(RATE-1)/2, " \
+    "MS 1..120000, AMPLITUDE_PERMILLE 0..1000, default 500)"
+
+/*
+ * Plays MS ms of a FREQ Hz sine (every channel the same) on the playback PCM.
+ * Sample n is A*sin(2*pi*FREQ*n/RATE) from a one-cycle-of-RATE table indexed
+ * by FREQ*n mod RATE: exact and phase-continuous across writes and xruns.
+ */
+static int verb_pcmplay(char *args, struct buf *out)
+{
+    char *f[7];
+    unsigned long card, dev, rate, channels, freq, ms, amp = 500, xruns = 0;
+    struct pcm pcm;
+    struct timespec t0, start;
+    int nf = split_fields(args, f, 7);
+    int rc = 0;
+
+    if (nf < 6 || parse_pcm_args(f, &card, &dev, &rate, &channels) < 0 ||
+        parse_dec(f[4], 1, (rate - 1) / 2, &freq) < 0 ||
+        parse_dec(f[5], 1, PCM_PLAY_MAX_MS, &ms) < 0 ||
+        (nf == 7 && parse_dec(f[6], 0, 1000, &amp) < 0))
+        return fail(out, PCMPLAY_USAGE);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (pcm_open(&pcm, card, dev, 0, (unsigned)rate, (unsigned)channels, out) < 0)
+        return -1;
+    unsigned long total = ms * rate / 1000, written = 0, phase = 0, have = 0, off = 0;
+    int16_t *table = malloc(rate * sizeof(*table));
+    int16_t *chunk = malloc(pcm.period * channels * sizeof(*chunk));
+    if (!table || !chunk)
+        die("malloc");
+    for (unsigned long k = 0; k < rate; k++) {
+        double s, c, v;
+        sin_cos(2 * PCM_PI * (double)k / (double)rate, &s, &c);
+        v = s * 32767.0 * (double)amp / 1000.0;
+        table[k] = (int16_t)(v >= 0 ? (long)(v + 0.5) : -(long)(-v + 0.5));
+    }
+    long deadline = (long)ms + PCM_SLACK_MS;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (written < total && rc == 0) {
+        if (have == 0) {
+            have = total - written < pcm.period ? total - written : pcm.period;
+            off = 0;
+            for (unsigned long i = 0; i < have; i++) {
+                for (unsigned long ch = 0; ch < channels; ch++)
+                    chunk[i * channels + ch] = table[phase];
+                phase += freq;
+                if (phase >= rate)
+                    phase -= rate;
+            }
+        }
+        struct snd_xferi x = {.buf = chunk + off * channels, .frames = have};
+        if (ioctl(pcm.fd, SNDRV_PCM_IOCTL_WRITEI_FRAMES, &x) == 0) {
+            off += (unsigned long)x.result;
+            have -= (unsigned long)x.result;
+            written += (unsigned long)x.result;
+        } else if (errno == EAGAIN) {
+            if (!pcm_wait(&pcm, POLLOUT, &t0, deadline)) {
+                ioctl(pcm.fd, SNDRV_PCM_IOCTL_DROP, 0);
+                rc = fail(out, "%s: wrote %lu of %lu frames within %ld ms", pcm.path, written,
+                          total, deadline);
+            }
+        } else if (errno == EPIPE) {
+            xruns++;            /* underrun: the device ran dry; start again */
+            if (ioctl(pcm.fd, SNDRV_PCM_IOCTL_PREPARE, 0) < 0)
+                rc = fail(out, "%s: PREPARE after an underrun: %s", pcm.path, strerror(errno));
+        } else if (errno != EINTR) {
+            rc = fail(out, "%s: WRITEI_FRAMES after %lu of %lu frames: %s", pcm.path, written,
+                      total, strerror(errno));
+        }
+    }
+    if (rc == 0)
+        rc = pcm_drain(&pcm, &t0, deadline, &xruns, out);
+    if (rc == 0)
+        buf_printf(out, "frames %lu xruns %lu ms %ld rate %u channels %u period %lu buffer %lu",
+                   written, xruns, ms_since(&start), pcm.rate, pcm.channels, pcm.period,
+                   pcm.buffer);
+    close(pcm.fd);
+    free(table);
+    free(chunk);
+    return rc;
+}
+
+/* In-place radix-2 FFT of re/im (n a power of two), twiddles tw (n/2 cos, sin pairs). */
+static void fft(double *re, double *im, unsigned long n, const double *tw)
+{
+    for (unsigned long i = 1, j = 0; i < n; i++) {
+        unsigned long bit = n >> 1;
+        for (; j & bit; bit >>= 1)
+            j ^= bit;
+        j |= bit;
+        if (i < j) {
+            double t = re[i]; re[i] = re[j]; re[j] = t;
+            t = im[i]; im[i] = im[j]; im[j] = t;
+        }
+    }
+    for (unsigned long len = 2; len <= n; len <<= 1) {
+        unsigned long step = n / len;
+        for (unsigned long i = 0; i < n; i += len) {
+            for (unsigned long k = 0; k < len / 2; k++) {
+                double wr = tw[2 * k * step], wi = tw[2 * k * step + 1];
+                unsigned long a = i + k, b = i + k + len / 2;
+                double xr = re[b] * wr - im[b] * wi, xi = re[b] * wi + im[b] * wr;
+                re[b] = re[a] - xr;
+                im[b] = im[a] - xi;
+                re[a] += xr;
+                im[a] += xi;
+            }
+        }
+    }
+}
+
+/* |DTFT|^2 of x[0..n) at frequency f (Hz) for sample rate rate, by Goertzel. */
+static double goertzel(const double *x, unsigned long n, double f, double rate)
+{
+    double s, c, s1 = 0, s2 = 0;
+    sin_cos(2 * PCM_PI * f / rate, &s, &c);
+    double coeff = 2 * c;
+    for (unsigned long i = 0; i < n; i++) {
+        double s0 = x[i] + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    return s1 * s1 + s2 * s2 - coeff * s1 * s2;
+}
+
+/*
+ * The dominant frequency of x[0..n) (n >= 16), its mean (DC) removed: the peak
+ * of a Hann-windowed FFT of the first m (largest power of two <= n, at most
+ * PCM_FFT_MAX) samples,
+ * refined by parabolic interpolation, then a golden-section search for the
+ * maximum of the Hann-windowed DTFT of all n samples within 1.5 bins (rate/n)
+ * of it, which lies inside the main lobe (2 bins) of the true peak.
+ */
+static double dominant_freq(const int16_t *x, unsigned long n, double rate)
+{
+    unsigned long m = 1;
+    while (m * 2 <= n && m * 2 <= PCM_FFT_MAX)
+        m *= 2;
+    double *re = malloc(m * sizeof(double)), *im = calloc(m, sizeof(double));
+    double *tw = malloc(m * sizeof(double));   /* m/2 (cos, sin) pairs */
+    double *w = malloc(n * sizeof(double));
+    if (!re || !im || !tw || !w)
+        die("malloc");
+    double mean = 0;
+    for (unsigned long i = 0; i < n; i++)
+        mean += x[i];
+    mean /= (double)n;
+    for (unsigned long k = 0; k < m / 2; k++)
+        sin_cos(-2 * PCM_PI * (double)k / (double)m, &tw[2 * k + 1], &tw[2 * k]);
+    for (unsigned long i = 0; i < m; i++) {
+        double s, c;
+        sin_cos(2 * PCM_PI * (double)i / (double)(m - 1), &s, &c);
+        re[i] = ((double)x[i] - mean) * (0.5 - 0.5 * c);
+    }
+    fft(re, im, m, tw);
+    unsigned long best = 1;
+    double best_p = -1;
+    for (unsigned long k = 1; k < m / 2; k++) {
+        double p = re[k] * re[k] + im[k] * im[k];
+        if (p > best_p) {
+            best_p = p;
+            best = k;
+        }
+    }
+    double delta = 0;
+    if (best > 1 && best + 1 < m / 2) {
+        double a = sqrt_pos(re[best - 1] * re[best - 1] + im[best - 1] * im[best - 1]);
+        double b = sqrt_pos(best_p);
+        double g = sqrt_pos(re[best + 1] * re[best + 1] + im[best + 1] * im[best + 1]);
+        double den = a - 2 * b + g;
+        if (den < 0)
+            delta = 0.5 * (a - g) / den;
+        if (delta > 0.5 || delta < -0.5)
+            delta = 0;
+    }
+    double f0 = ((double)best + delta) * rate / (double)m;
+    for (unsigned long i = 0; i < n; i++) {
+        double s, c;
+        sin_cos(2 * PCM_PI * (double)i / (double)(n - 1), &s, &c);
+        w[i] = ((double)x[i] - mean) * (0.5 - 0.5 * c);
+    }
+    double lo = f0 - 1.5 * rate / (double)n, hi = f0 + 1.5 * rate / (double)n;
+    if (lo < 0)
+        lo = 0;
+    if (hi > rate / 2)
+        hi = rate / 2;
+    const double gr = 0.61803398874989484820;
+    double p1 = hi - gr * (hi - lo), p2 = lo + gr * (hi - lo);
+    double v1 = goertzel(w, n, p1, rate), v2 = goertzel(w, n, p2, rate);
+    for (int it = 0; it < 32; it++) {   /* 3 bins * 0.618^32: ~1e-6 bin */
+        if (v1 >= v2) {
+            hi = p2;
+            p2 = p1;
+            v2 = v1;
+            p1 = hi - gr * (hi - lo);
+            v1 = goertzel(w, n, p1, rate);
+        } else {
+            lo = p1;
+            p1 = p2;
+            v1 = v2;
+            p2 = lo + gr * (hi - lo);
+            v2 = goertzel(w, n, p2, rate);
+        }
+    }
+    free(re);
+    free(im);
+    free(tw);
+    free(w);
+    return (lo + hi) / 2;
+}
+
+#define PCMREC_USAGE "usage: pcmrec CARD DEV RATE CHANNELS MS [PATH] (CARD, DEV 0..255, " \
+    "RATE 8000..192000, CHANNELS 1..8, MS 200..10000; PATH: file for the raw S16_LE " \
+    "interleaved capture)"
+
+/*
+ * Records MS ms from the capture PCM and analyses channel 0 from PCM_SKIP_MS
+ * on: dominant frequency (of at most PCM_ANALYSIS_MAX samples), RMS and peak
+ * (of all of it) as fractions of full scale (32768).
+ */
+static int verb_pcmrec(char *args, struct buf *out)
+{
+    char *f[6];
+    unsigned long card, dev, rate, channels, ms, xruns = 0;
+    struct pcm pcm;
+    struct timespec t0;
+    int nf = split_fields(args, f, 6);
+    int rc = 0, raw = -1;
+
+    if (nf < 5 || parse_pcm_args(f, &card, &dev, &rate, &channels) < 0 ||
+        parse_dec(f[4], PCM_REC_MIN_MS, PCM_REC_MAX_MS, &ms) < 0 ||
+        (nf == 6 && !*f[5]))
+        return fail(out, PCMREC_USAGE);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (pcm_open(&pcm, card, dev, 1, (unsigned)rate, (unsigned)channels, out) < 0)
+        return -1;
+    if (nf == 6) {
+        raw = open(f[5], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (raw < 0) {
+            rc = fail_errno(out, "open", f[5]);
+            close(pcm.fd);
+            return rc;
+        }
+    }
+    unsigned long total = ms * rate / 1000, got = 0, skip = rate * PCM_SKIP_MS / 1000;
+    unsigned long keep = total - skip < PCM_ANALYSIS_MAX ? total - skip : PCM_ANALYSIS_MAX;
+    unsigned long kept = 0, peak = 0;
+    double sum2 = 0;
+    int16_t *chunk = malloc(pcm.buffer * channels * sizeof(*chunk));
+    int16_t *x = malloc(keep * sizeof(*x));
+    if (!chunk || !x)
+        die("malloc");
+    long deadline = (long)ms + PCM_SLACK_MS;
+    if (ioctl(pcm.fd, SNDRV_PCM_IOCTL_START, 0) < 0)
+        rc = fail(out, "%s: START: %s", pcm.path, strerror(errno));
+    while (got < total && rc == 0) {
+        unsigned long want = total - got < pcm.buffer ? total - got : pcm.buffer;
+        struct snd_xferi xf = {.buf = chunk, .frames = want};
+        if (ioctl(pcm.fd, SNDRV_PCM_IOCTL_READI_FRAMES, &xf) == 0) {
+            unsigned long n = (unsigned long)xf.result;
+            for (unsigned long i = 0; i < n; i++) {
+                int v = chunk[i * channels];
+                if (got + i < skip)
+                    continue;
+                unsigned long a = (unsigned long)(v < 0 ? -v : v);
+                if (a > peak)
+                    peak = a;
+                sum2 += (double)v * v;
+                if (kept < keep)
+                    x[kept++] = (int16_t)v;
+            }
+            if (raw >= 0 && write_all(raw, (const char *)chunk, n * channels * 2) < 0)
+                rc = fail_errno(out, "write", f[5]);
+            got += n;
+        } else if (errno == EAGAIN) {
+            if (!pcm_wait(&pcm, POLLIN, &t0, deadline))
+                rc = fail(out, "%s: read %lu of %lu frames within %ld ms", pcm.path, got,
+                          total, deadline);
+        } else if (errno == EPIPE) {
+            xruns++;            /* overrun: the buffer filled up; start again */
+            if (ioctl(pcm.fd, SNDRV_PCM_IOCTL_PREPARE, 0) < 0 ||
+                ioctl(pcm.fd, SNDRV_PCM_IOCTL_START, 0) < 0)
+                rc = fail(out, "%s: restart after an overrun: %s", pcm.path, strerror(errno));
+        } else if (errno != EINTR) {
+            rc = fail(out, "%s: READI_FRAMES after %lu of %lu frames: %s", pcm.path, got,
+                      total, strerror(errno));
+        }
+    }
+    ioctl(pcm.fd, SNDRV_PCM_IOCTL_DROP, 0);
+    close(pcm.fd);
+    if (raw >= 0 && close(raw) < 0 && rc == 0)
+        rc = fail_errno(out, "close", f[5]);
+    if (rc == 0) {
+        double freq = peak ? dominant_freq(x, kept, (double)rate) : 0;
+        buf_printf(out, "frames %lu xruns %lu freq %.2f rms %.6f peak %.6f", got, xruns, freq,
+                   sqrt_pos(sum2 / (double)(total - skip)) / 32768.0, (double)peak / 32768.0);
+    }
+    free(chunk);
+    free(x);
+    return rc;
+}
+
+/*
+ * The ALSA control ABI (same header, include/uapi/sound/asound.h): mixer
+ * elements. ALSA starts every mixer control muted at zero volume, and QEMU's
+ * HDA codecs (mixer=on, the default) apply the guest's amplifier settings, so
+ * a guest without alsactl hears nothing until it unmutes.
+ */
+#define SNDRV_CTL_ELEM_TYPE_BOOLEAN 1
+#define SNDRV_CTL_ELEM_TYPE_INTEGER 2
+#define SNDRV_CTL_ELEM_TYPE_ENUMERATED 3
+#define SNDRV_CTL_ELEM_TYPE_BYTES 4
+#define SNDRV_CTL_ELEM_TYPE_IEC958 5
+#define SNDRV_CTL_ELEM_TYPE_INTEGER64 6
+#define SNDRV_CTL_ELEM_ACCESS_READ (1 << 0)
+#define SNDRV_CTL_ELEM_ACCESS_WRITE (1 << 1)
+#define SNDRV_CTL_ELEM_ACCESS_INACTIVE (1 << 8)
+#define SNDRV_CTL_ELEM_ID_NAME_MAXLEN 44
+
+struct snd_ctl_elem_id {
+    unsigned int numid;         /* 0: look up by the other fields */
+    int iface;                  /* SNDRV_CTL_ELEM_IFACE_*: card hwdep mixer pcm rawmidi timer sequencer */
+    unsigned int device;
+    unsigned int subdevice;
+    unsigned char name[SNDRV_CTL_ELEM_ID_NAME_MAXLEN];
+    unsigned int index;
+};
+
+struct snd_ctl_elem_list {
+    unsigned int offset;
+    unsigned int space;         /* W: room in pids */
+    unsigned int used;          /* R: ids written */
+    unsigned int count;         /* R: elements on the card */
+    struct snd_ctl_elem_id *pids;
+    unsigned char reserved[50];
+};
+
+struct snd_ctl_elem_info {
+    struct snd_ctl_elem_id id;
+    int type;                   /* SNDRV_CTL_ELEM_TYPE_* */
+    unsigned int access;        /* SNDRV_CTL_ELEM_ACCESS_* */
+    unsigned int count;         /* values (channels) */
+    int owner;                  /* __kernel_pid_t */
+    union {
+        struct {
+            long min, max, step;
+        } integer;
+        struct {
+            long long min, max, step;
+        } integer64;
+        struct {
+            unsigned int items, item;
+            char name[64];
+            uint64_t names_ptr;
+            unsigned int names_length;
+        } enumerated;
+        unsigned char reserved[128];
+    } value;
+    unsigned char reserved[64];
+};
+
+/* (the header's inner unions also hold obsolete pointers, and iec958) */
+struct snd_ctl_elem_value {
+    struct snd_ctl_elem_id id;
+    unsigned int indirect:1;
+    union {
+        long integer[128];
+        long long integer64[64];
+        unsigned int enumerated[128];
+        unsigned char bytes[512];
+    } value;
+    unsigned char reserved[128];
+};
+
+#define SNDRV_CTL_IOCTL_ELEM_LIST _IOWR('U', 0x10, struct snd_ctl_elem_list)
+#define SNDRV_CTL_IOCTL_ELEM_INFO _IOWR('U', 0x11, struct snd_ctl_elem_info)
+#define SNDRV_CTL_IOCTL_ELEM_READ _IOWR('U', 0x12, struct snd_ctl_elem_value)
+#define SNDRV_CTL_IOCTL_ELEM_WRITE _IOWR('U', 0x13, struct snd_ctl_elem_value)
+
+_Static_assert(sizeof(struct snd_ctl_elem_id) == 64 &&
+               offsetof(struct snd_ctl_elem_id, name) == 16 &&
+               offsetof(struct snd_ctl_elem_id, index) == 60, "snd_ctl_elem_id");
+#ifdef __x86_64__
+_Static_assert(offsetof(struct snd_ctl_elem_list, pids) == 16 &&
+               sizeof(struct snd_ctl_elem_list) == 80, "snd_ctl_elem_list");
+_Static_assert(offsetof(struct snd_ctl_elem_info, value) == 80 &&
+               sizeof(struct snd_ctl_elem_info) == 272, "snd_ctl_elem_info");
+_Static_assert(offsetof(struct snd_ctl_elem_value, value) == 72 &&
+               offsetof(struct snd_ctl_elem_value, reserved) == 1096 &&
+               sizeof(struct snd_ctl_elem_value) == 1224, "snd_ctl_elem_value");
+_Static_assert(SNDRV_CTL_IOCTL_ELEM_LIST == 0xc0505510 &&
+               SNDRV_CTL_IOCTL_ELEM_INFO == 0xc1105511 &&
+               SNDRV_CTL_IOCTL_ELEM_READ == 0xc4c85512 &&
+               SNDRV_CTL_IOCTL_ELEM_WRITE == 0xc4c85513, "ALSA control ioctl numbers");
+#endif
+
+#define CTL_MAX_ELEMS 1024U             /* ctllist lists at most this many */
+#define CTL_MAX_NUMID 0xffffffffUL
+
+static const char *const ctl_ifaces[] = {"card", "hwdep", "mixer", "pcm", "rawmidi", "timer",
+                                         "sequencer"};
+static const char *const ctl_types[] = {"none", "boolean", "integer", "enumerated", "bytes",
+                                        "iec958", "integer64"};
+
+static int ctl_open(unsigned long card, char *path, size_t size, struct buf *out)
+{
+    snprintf(path, size, "/dev/snd/controlC%lu", card);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return fail(out, "open %s: %s (sound cards: /proc/asound/cards)", path,
+                    strerror(errno));
+    if (fd < 0)
+        return fail_errno(out, "open", path);
+    return fd;
+}
+
+/* Values of an element as "V1,V2,..." into out, or "-" if it has none we show
+ * (not readable, or bytes/iec958). */
+static int ctl_values(int fd, const struct snd_ctl_elem_info *info, struct buf *out)
+{
+    struct snd_ctl_elem_value v;
+    unsigned max = info->type == SNDRV_CTL_ELEM_TYPE_INTEGER64 ? 64 : 128;
+    unsigned n = info->count < max ? info->count : max;
+    if (!(info->access & SNDRV_CTL_ELEM_ACCESS_READ) || n == 0 ||
+        info->type < SNDRV_CTL_ELEM_TYPE_BOOLEAN || info->type > SNDRV_CTL_ELEM_TYPE_INTEGER64 ||
+        info->type == SNDRV_CTL_ELEM_TYPE_BYTES || info->type == SNDRV_CTL_ELEM_TYPE_IEC958) {
+        buf_str(out, "-");
+        return 0;
+    }
+    memset(&v, 0, sizeof(v));
+    v.id = info->id;
+    if (ioctl(fd, SNDRV_CTL_IOCTL_ELEM_READ, &v) < 0)
+        return -1;
+    for (unsigned i = 0; i < n; i++) {
+        if (info->type == SNDRV_CTL_ELEM_TYPE_INTEGER64)
+            buf_printf(out, "%s%lld", i ? "," : "", v.value.integer64[i]);
+        else if (info->type == SNDRV_CTL_ELEM_TYPE_ENUMERATED)
+            buf_printf(out, "%s%u", i ? "," : "", v.value.enumerated[i]);
+        else
+            buf_printf(out, "%s%ld", i ? "," : "", v.value.integer[i]);
+    }
+    return 0;
+}
+
+/* The range of an element's values: [min, max] and step (0 if any). */
+static void ctl_range(const struct snd_ctl_elem_info *info, long long *min, long long *max,
+                      long long *step)
+{
+    *min = *max = *step = 0;
+    if (info->type == SNDRV_CTL_ELEM_TYPE_BOOLEAN) {
+        *max = 1;
+    } else if (info->type == SNDRV_CTL_ELEM_TYPE_INTEGER) {
+        *min = info->value.integer.min;
+        *max = info->value.integer.max;
+        *step = info->value.integer.step;
+    } else if (info->type == SNDRV_CTL_ELEM_TYPE_INTEGER64) {
+        *min = info->value.integer64.min;
+        *max = info->value.integer64.max;
+        *step = info->value.integer64.step;
+    } else if (info->type == SNDRV_CTL_ELEM_TYPE_ENUMERATED) {
+        *max = info->value.enumerated.items ? (long long)info->value.enumerated.items - 1 : 0;
+    }
+}
+
+static int ctl_info(int fd, unsigned long numid, struct snd_ctl_elem_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    info->id.numid = (unsigned)numid;
+    return ioctl(fd, SNDRV_CTL_IOCTL_ELEM_INFO, info);
+}
+
+static int verb_ctllist(char *args, struct buf *out)
+{
+    unsigned long card;
+    struct snd_ctl_elem_list list;
+    char path[32];
+    int rc = 0;
+
+    if (parse_dec(args, 0, PCM_MAX_INDEX, &card) < 0)
+        return fail(out, "usage: ctllist CARD (CARD 0..255)");
+    int fd = ctl_open(card, path, sizeof(path), out);
+    if (fd < 0)
+        return -1;
+    memset(&list, 0, sizeof(list));
+    if (ioctl(fd, SNDRV_CTL_IOCTL_ELEM_LIST, &list) < 0) {
+        rc = fail(out, "%s: ELEM_LIST: %s", path, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    list.space = list.count < CTL_MAX_ELEMS ? list.count : CTL_MAX_ELEMS;
+    list.pids = calloc(list.space ? list.space : 1, sizeof(*list.pids));
+    if (!list.pids)
+        die("calloc");
+    if (list.space && ioctl(fd, SNDRV_CTL_IOCTL_ELEM_LIST, &list) < 0)
+        rc = fail(out, "%s: ELEM_LIST: %s", path, strerror(errno));
+    for (unsigned i = 0; rc == 0 && list.space && i < list.used && i < list.space; i++) {
+        struct snd_ctl_elem_info info;
+        long long min, max, step;
+        char name[SNDRV_CTL_ELEM_ID_NAME_MAXLEN + 1];
+        if (ctl_info(fd, list.pids[i].numid, &info) < 0) {
+            if (errno == ENOENT)
+                continue;       /* removed meanwhile */
+            rc = fail(out, "%s: ELEM_INFO numid %u: %s", path, list.pids[i].numid,
+                      strerror(errno));
+            break;
+        }
+        ctl_range(&info, &min, &max, &step);
+        size_t len = strnlen((const char *)info.id.name, SNDRV_CTL_ELEM_ID_NAME_MAXLEN);
+        for (size_t k = 0; k < len; k++) {
+            char c = (char)info.id.name[k];
+            name[k] = c >= ' ' && c < 0x7f ? c : '?';
+        }
+        name[len] = '\0';
+        buf_printf(out, "%snumid %u iface %s type %s access %s%s%s%s count %u values ",
+                   out->len ? "\n" : "", info.id.numid,
+                   info.id.iface >= 0 && info.id.iface <= 6 ? ctl_ifaces[info.id.iface] : "?",
+                   info.type >= 0 && info.type <= 6 ? ctl_types[info.type] : "?",
+                   info.access & SNDRV_CTL_ELEM_ACCESS_READ ? "r" : "",
+                   info.access & SNDRV_CTL_ELEM_ACCESS_WRITE ? "w" : "",
+                   info.access & SNDRV_CTL_ELEM_ACCESS_INACTIVE ? "i" : "",
+                   info.access & (SNDRV_CTL_ELEM_ACCESS_READ | SNDRV_CTL_ELEM_ACCESS_WRITE |
+                                  SNDRV_CTL_ELEM_ACCESS_INACTIVE) ? "" : "-", info.count);
+        if (ctl_values(fd, &info, out) < 0) {
+            rc = fail(out, "%s: ELEM_READ numid %u: %s", path, info.id.numid, strerror(errno));
+            break;
+        }
+        buf_printf(out, " min %lld max %lld step %lld index %u device %u name %s", min, max,
+                   step, info.id.index, info.id.device, name);
+    }
+    free(list.pids);
+    close(fd);
+    return rc;
+}
+
+/* Parses "V1,V2,..." (signed decimal) into v; the count, or -1. */
+static int parse_values(char *s, long long *v, int max)
+{
+    int n = 0;
+    for (char *tok = s;; n++) {
+        char *comma = strchr(tok, ',');
+        char *end;
+        if (comma)
+            *comma = '\0';
+        if (n == max || !*tok || (*tok != '-' && (*tok < '0' || *tok > '9')))
+            return -1;
+        errno = 0;
+        v[n] = strtoll(tok, &end, 10);
+        if (*end || errno)
+            return -1;
+        if (!comma)
+            return n + 1;
+        tok = comma + 1;
+    }
+}
+
+static int verb_ctlset(char *args, struct buf *out)
+{
+    char *f[3];
+    unsigned long card, numid;
+    long long vals[128], min, max, step;
+    struct snd_ctl_elem_info info;
+    struct snd_ctl_elem_value v;
+    char path[32];
+    int nv, rc = 0;
+
+    if (split_fields(args, f, 3) != 3 || parse_dec(f[0], 0, PCM_MAX_INDEX, &card) < 0 ||
+        parse_dec(f[1], 1, CTL_MAX_NUMID, &numid) < 0 || (nv = parse_values(f[2], vals, 128)) < 0)
+        return fail(out, "usage: ctlset CARD NUMID VALUE[,VALUE...] (CARD 0..255, NUMID "
+                    "1..4294967295 as ctllist shows, one value for every channel or one each)");
+    int fd = ctl_open(card, path, sizeof(path), out);
+    if (fd < 0)
+        return -1;
+    if (ctl_info(fd, numid, &info) < 0) {
+        rc = errno == ENOENT ? fail(out, "%s: no element numid %lu", path, numid)
+                             : fail(out, "%s: ELEM_INFO numid %lu: %s", path, numid,
+                                    strerror(errno));
+        close(fd);
+        return rc;
+    }
+    ctl_range(&info, &min, &max, &step);
+    unsigned cap = info.type == SNDRV_CTL_ELEM_TYPE_INTEGER64 ? 64 : 128;
+    if (info.type != SNDRV_CTL_ELEM_TYPE_BOOLEAN && info.type != SNDRV_CTL_ELEM_TYPE_INTEGER &&
+        info.type != SNDRV_CTL_ELEM_TYPE_ENUMERATED && info.type != SNDRV_CTL_ELEM_TYPE_INTEGER64)
+        rc = fail(out, "numid %lu: type %s is not settable here", numid,
+                  info.type >= 0 && info.type <= 6 ? ctl_types[info.type] : "?");
+    else if (!(info.access & SNDRV_CTL_ELEM_ACCESS_WRITE))
+        rc = fail(out, "numid %lu is not writable", numid);
+    else if (info.count == 0 || info.count > cap || (nv != 1 && (unsigned)nv != info.count))
+        rc = fail(out, "numid %lu has %u values: give 1 or %u", numid, info.count, info.count);
+    for (int i = 0; rc == 0 && i < nv; i++)
+        if (vals[i] < min || vals[i] > max)
+            rc = fail(out, "numid %lu: value %lld is outside %lld..%lld", numid, vals[i], min,
+                      max);
+    if (rc == 0) {
+        memset(&v, 0, sizeof(v));
+        v.id = info.id;
+        for (unsigned i = 0; i < info.count; i++) {
+            long long x = vals[nv == 1 ? 0 : i];
+            if (info.type == SNDRV_CTL_ELEM_TYPE_INTEGER64)
+                v.value.integer64[i] = x;
+            else if (info.type == SNDRV_CTL_ELEM_TYPE_ENUMERATED)
+                v.value.enumerated[i] = (unsigned)x;
+            else
+                v.value.integer[i] = (long)x;
+        }
+        if (ioctl(fd, SNDRV_CTL_IOCTL_ELEM_WRITE, &v) < 0)
+            rc = fail(out, "%s: ELEM_WRITE numid %lu: %s", path, numid, strerror(errno));
+        else if (ctl_values(fd, &info, out) < 0)
+            rc = fail(out, "%s: ELEM_READ numid %lu: %s", path, numid, strerror(errno));
+    }
+    close(fd);
+    return rc;
+}
+
 static const struct verb {
     const char *name;
     int (*handler)(char *args, struct buf *out);
@@ -2526,7 +3530,8 @@ static const struct verb {
     {"usbrelease", verb_usbrelease}, {"usbepfuzz", verb_usbepfuzz},
     {"hcilist", verb_hcilist}, {"hciup", verb_hciup}, {"hciinfo", verb_hciinfo},
     {"hcicmd", verb_hcicmd}, {"lescan", verb_lescan}, {"hcirtt", verb_hcirtt},
-    {"l2send", verb_l2send},
+    {"l2send", verb_l2send}, {"pcmplay", verb_pcmplay}, {"pcmrec", verb_pcmrec},
+    {"ctllist", verb_ctllist}, {"ctlset", verb_ctlset},
 };
 
 /* ---- request loop --------------------------------------------------------- */

@@ -54,7 +54,9 @@ MODULES: tuple[str, ...] = (
     "battery", "ac", "sbshc", "sbs",
     "xhci_pci", "xhci_hcd", "usbhid", "hid_generic", "hid_multitouch", "evdev",
     "btusb",
-    "snd_hda_intel", "snd_hda_codec_generic",
+    # the codec driver first: loaded after the controller, the codec probe
+    # often times out under TCG ("Cannot probe codecs, giving up")
+    "snd_hda_codec_generic", "snd_hda_intel",
 )
 
 #: Copied next to the modules so depmod/modprobe know the built-in ones.

@@ -1,14 +1,38 @@
-"""Reading WAV files and measuring tones, for the audio tests and benchmarks.
+"""The test guest's sound card, WAV files and tones, for the audio tests and
+benchmarks.
 
 Pure Python (no numpy here): a tone's frequency comes from its rising zero
-crossings, interpolated between samples, over a stretch with no silence in it.
+crossings, refined to the peak of its Hann-windowed spectrum.
 """
 
 from __future__ import annotations
 
+import math
+import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+
+# The guest's sound card: ich9-intel-hda + hda-duplex on the audiodev "snd0"
+HDA_DEVICES = ("ich9-intel-hda,id=hda", "hda-duplex,audiodev=snd0")
+
+
+def ensure_sound_card(agent, attempts: int = 3, seconds: float = 15.0) -> None:
+    """Waits for the guest's /dev/snd/pcmC0D0p (it comes a few seconds after the
+    agent answers); should the codec probe still time out under TCG ("Cannot
+    probe codecs"), loads the driver again, as a user would. Unmutes the card's
+    mixer (Linux starts it muted)."""
+    for _ in range(attempts):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if "pcmC0D0p" in agent.ls("/dev/snd"):
+                agent.mixer_unmute(0)
+                return
+            time.sleep(0.5)
+        agent.sh("rmmod snd_hda_codec_generic snd_hda_intel; "
+                 "modprobe snd_hda_intel; modprobe snd_hda_codec_generic")
+    raise AssertionError("the guest has no sound card: " + agent.sh(
+        "dmesg | grep -i -E 'hda|snd' | tail").output)
 
 
 @dataclass(frozen=True)
@@ -58,14 +82,44 @@ def sounding(samples: list[int], threshold: int = 0) -> tuple[int, int]:
     return (loud[0], loud[-1] + 1) if loud else (0, 0)
 
 
-def tone_frequency(samples: list[int], rate: int) -> float:
-    """Frequency of a clean tone from its rising zero crossings (linear
-    interpolation between the samples around each crossing)."""
-    crossings = []
-    for i in range(1, len(samples)):
-        a, b = samples[i - 1], samples[i]
-        if a < 0 <= b:
-            crossings.append(i - 1 + (-a) / (b - a))
-    if len(crossings) < 3:
-        return 0.0
-    return (len(crossings) - 1) * rate / (crossings[-1] - crossings[0])
+def tone_frequency(x: list[int], rate: int) -> float:
+    """The frequency of a tone in x: first from its rising zero crossings
+    (interpolated between samples; with hysteresis, a crossing counts only after
+    the signal went below -1/4 of its peak, so noise adds none), then the maximum
+    of the Hann-windowed DTFT, found by golden-section search within 1.5 bins
+    (rate / len(x)) of that, i.e. inside the main lobe of the true peak."""
+    n = len(x)
+    low = -max(abs(v) for v in x) / 4
+    ups, armed = [], False
+    for i in range(n - 1):
+        if x[i] < low:
+            armed = True
+        if armed and x[i] < 0 <= x[i + 1]:
+            ups.append(i + x[i] / (x[i] - x[i + 1]))
+            armed = False
+    if len(ups) < 2:
+        raise ValueError("no tone: fewer than 2 rising zero crossings")
+    f0 = (len(ups) - 1) * rate / (ups[-1] - ups[0])
+    w = [v * (0.5 - 0.5 * math.cos(2 * math.pi * i / (n - 1))) for i, v in enumerate(x)]
+
+    def power(f: float) -> float:       # Goertzel: |DTFT(w)(f)|^2
+        coeff = 2 * math.cos(2 * math.pi * f / rate)
+        s1 = s2 = 0.0
+        for v in w:
+            s1, s2 = v + coeff * s1 - s2, s1
+        return s1 * s1 + s2 * s2 - coeff * s1 * s2
+
+    g = (math.sqrt(5) - 1) / 2
+    lo, hi = f0 - 1.5 * rate / n, f0 + 1.5 * rate / n
+    p1, p2 = hi - g * (hi - lo), lo + g * (hi - lo)
+    v1, v2 = power(p1), power(p2)
+    for _ in range(28):
+        if v1 >= v2:
+            hi, p2, v2 = p2, p1, v1
+            p1 = hi - g * (hi - lo)
+            v1 = power(p1)
+        else:
+            lo, p1, v1 = p1, p2, v2
+            p2 = lo + g * (hi - lo)
+            v2 = power(p2)
+    return (lo + hi) / 2

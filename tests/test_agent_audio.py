@@ -33,6 +33,8 @@ import threading
 import time
 import tty
 import wave
+
+from audio_analysis import tone_frequency
 from pathlib import Path
 
 import pytest
@@ -382,8 +384,8 @@ def test_missing_devices(real_agent, request_line, message):
 # not see): open() of /dev/snd/pcmC0D0[pc] and /dev/snd/controlC0 returns the read
 # end of a pipe (poll never finds it ready, so every wait runs to its timeout) and
 # ioctl() on it plays the device. Environment: FAKE_LOG (one line per call),
-# FAKE_PCM_OUT (raw frames played), FAKE_PCM_FREQ/AMP/NOISE/PHASE (capture: channel
-# 0 that sine, other channels 3x the frequency), FAKE_PCM_STEP (period granularity),
+# FAKE_PCM_OUT (raw frames played), FAKE_PCM_FREQ/AMP/NOISE/PHASE/DC (capture:
+# channel 0 that sine, other channels 3x the frequency), FAKE_PCM_STEP (period granularity),
 # FAKE_PCM_PERIODS_MIN, FAKE_PCM_STEREO_ONLY, FAKE_PCM_CHUNK (frames per transfer),
 # FAKE_PCM_EAGAIN_EVERY, FAKE_PCM_XRUN_AT (frames), FAKE_PCM_STALL (no room / no
 # data), FAKE_PCM_DRAIN_STUCK, FAKE_PCM_DRAIN_POLLS. Rates: 8000, 44100, 48000, 192000.
@@ -550,10 +552,11 @@ static void sample_in(struct fpcm *f, int16_t *s, unsigned long n)
 {
     double freq = env_dbl("FAKE_PCM_FREQ", 440), amp = env_dbl("FAKE_PCM_AMP", 0.5);
     double noise = env_dbl("FAKE_PCM_NOISE", 0), ph = env_dbl("FAKE_PCM_PHASE", 0.3);
+    double dc = env_dbl("FAKE_PCM_DC", 0);
     for (unsigned long i = 0; i < n; i++, f->pos++) {
         double t = (double)f->pos / f->rate;
         for (unsigned c = 0; c < f->channels; c++) {
-            double v = amp * sin(2 * M_PI * freq * (c ? 3 : 1) * t + ph);
+            double v = dc + amp * sin(2 * M_PI * freq * (c ? 3 : 1) * t + ph);
             v += noise * (2.0 * rand() / RAND_MAX - 1);
             v *= 32767;
             s[i * f->channels + c] = (int16_t)lrint(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
@@ -938,25 +941,27 @@ def test_fake_refused_setup_says_what_the_device_offers(fake_alsa):
     fake.client.ping()
 
 
-@pytest.mark.parametrize("rate, freq, noise, ms, tolerance", [
-    (48000, 440.0, 0.0, 2000, 0.005),
-    (48000, 440.0, 0.2, 2000, 0.02),
-    (48000, 1000.0, 0.0, 2000, 0.005),
-    (44100, 997.31, 0.05, 1000, 0.01),
-    (8000, 3900.5, 0.05, 500, 0.05),
-    (48000, 30.25, 0.0, 3000, 0.01),
-    (192000, 17123.4, 0.1, 200, 0.2),
-    (48000, 12345.67, 0.05, 10_000, 0.005),
+@pytest.mark.parametrize("rate, freq, amp, noise, dc, ms, tolerance", [
+    (48000, 440.0, 0.4, 0.0, 0.0, 2000, 0.005),
+    (48000, 440.0, 0.4, 0.2, 0.0, 2000, 0.02),
+    (48000, 1000.0, 0.4, 0.0, 0.0, 2000, 0.005),
+    (44100, 997.31, 0.4, 0.05, 0.0, 1000, 0.01),
+    (8000, 3900.5, 0.4, 0.05, 0.0, 500, 0.05),
+    (48000, 30.25, 0.4, 0.0, 0.0, 3000, 0.01),
+    (192000, 17123.4, 0.4, 0.1, 0.0, 200, 0.2),
+    (48000, 12345.67, 0.4, 0.05, 0.0, 10_000, 0.005),
+    (48000, 440.0, 0.05, 0.01, 0.6, 2000, 0.01),     # DC 12x the tone
 ])
-def test_fake_record_measures_the_frequency(fake_alsa, rate, freq, noise, ms, tolerance):
-    amp = 0.4
-    fake = fake_alsa(FAKE_PCM_FREQ=str(freq), FAKE_PCM_AMP=str(amp), FAKE_PCM_NOISE=str(noise))
+def test_fake_record_measures_the_frequency(fake_alsa, rate, freq, amp, noise, dc, ms,
+                                            tolerance):
+    fake = fake_alsa(FAKE_PCM_FREQ=str(freq), FAKE_PCM_AMP=str(amp), FAKE_PCM_NOISE=str(noise),
+                     FAKE_PCM_DC=str(dc))
     r = fake.client.pcm_record(0, 0, rate, 2, ms)
     assert (r.frames, r.xruns) == (ms * rate // 1000, 0)
     assert abs(r.freq - freq) <= tolerance + 0.005, r   # + the 2-decimal rounding
-    # rms of a sine plus uniform noise; peak at most amp + noise
-    assert r.rms == pytest.approx(math.sqrt(amp ** 2 / 2 + noise ** 2 / 3), rel=0.02)
-    assert amp * 0.99 <= r.peak <= amp + noise + 1e-4
+    # rms of DC plus a sine plus uniform noise; peak at most dc + amp + noise
+    assert r.rms == pytest.approx(math.sqrt(dc ** 2 + amp ** 2 / 2 + noise ** 2 / 3), rel=0.02)
+    assert (dc + amp) * 0.99 <= r.peak <= dc + amp + noise + 1e-4
 
 
 def test_fake_record_channel_0_raw_file_and_xrun(fake_alsa, tmp_path):
@@ -1057,50 +1062,7 @@ def test_fake_ctlset_errors(fake_alsa, request_line, message):
     assert not [line for line in fake.log_lines() if line.startswith("ELEM_WRITE")]
 
 
-# -- the host's own tone analysis (for the WAV file QEMU writes) ----------------------
-
-
-def tone_frequency(x: list[int], rate: int) -> float:
-    """The frequency of a tone in x: first from its rising zero crossings
-    (interpolated between samples; with hysteresis, a crossing counts only after
-    the signal went below -1/4 of its peak, so noise adds none), then the maximum
-    of the Hann-windowed DTFT, found by golden-section search within 1.5 bins
-    (rate / len(x)) of that, i.e. inside the main lobe of the true peak."""
-    n = len(x)
-    low = -max(abs(v) for v in x) / 4
-    ups, armed = [], False
-    for i in range(n - 1):
-        if x[i] < low:
-            armed = True
-        if armed and x[i] < 0 <= x[i + 1]:
-            ups.append(i + x[i] / (x[i] - x[i + 1]))
-            armed = False
-    if len(ups) < 2:
-        raise ValueError("no tone: fewer than 2 rising zero crossings")
-    f0 = (len(ups) - 1) * rate / (ups[-1] - ups[0])
-    w = [v * (0.5 - 0.5 * math.cos(2 * math.pi * i / (n - 1))) for i, v in enumerate(x)]
-
-    def power(f: float) -> float:       # Goertzel: |DTFT(w)(f)|^2
-        coeff = 2 * math.cos(2 * math.pi * f / rate)
-        s1 = s2 = 0.0
-        for v in w:
-            s1, s2 = v + coeff * s1 - s2, s1
-        return s1 * s1 + s2 * s2 - coeff * s1 * s2
-
-    g = (math.sqrt(5) - 1) / 2
-    lo, hi = f0 - 1.5 * rate / n, f0 + 1.5 * rate / n
-    p1, p2 = hi - g * (hi - lo), lo + g * (hi - lo)
-    v1, v2 = power(p1), power(p2)
-    for _ in range(28):
-        if v1 >= v2:
-            hi, p2, v2 = p2, p1, v1
-            p1 = hi - g * (hi - lo)
-            v1 = power(p1)
-        else:
-            lo, p1, v1 = p1, p2, v2
-            p2 = lo + g * (hi - lo)
-            v2 = power(p2)
-    return (lo + hi) / 2
+# -- the host's own tone analysis (tests/audio_analysis.py) ----------------------------
 
 
 @pytest.mark.parametrize("rate, freq, noise", [(44100, 1000.0, 0), (48000, 440.123, 2000),

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from audio_analysis import read_wav, silent_runs, sounding, tone_frequency
+from audio_analysis import (HDA_DEVICES, ensure_sound_card, read_wav,
+                            silent_runs, sounding, tone_frequency)
 from generator.ir import Opensles
 from generator.main import check, spec_files
 from glue.agent_client import AgentClient
@@ -53,24 +54,13 @@ def standin_library(build_outputs) -> Path:
     return lib
 
 
-def wait_for_card(agent: AgentClient, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while "pcmC0D0p" not in agent.ls("/dev/snd"):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
-    return True
-
-
 def boot(spec: Opensles, build_outputs, guest_image, tag: str) -> Audio:
     rundir = new_runtime_dir(f"test-{spec.name}-{tag}")
     config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd,
                              "tcg", touch=False)
     config = dataclasses.replace(
         config,
-        # probe the codec even if it answers late under TCG
-        append=config.append + " snd_hda_intel.probe_mask=0x101",
-        devices=config.devices + ("ich9-intel-hda,id=hda", "hda-duplex,audiodev=snd0"),
+        devices=config.devices + HDA_DEVICES,
         extra=config.extra + ("-audiodev", f"{spec.qapi_name},id=snd0,"
                               f"library={standin_library(build_outputs)},"
                               f"out.frequency={RATE},in.frequency={RATE}"),
@@ -81,20 +71,10 @@ def boot(spec: Opensles, build_outputs, guest_image, tag: str) -> Audio:
     try:
         agent = AgentClient(str(vm.agent_socket), connect_timeout=30)
         agent.wait_ready(timeout=180)
-        for attempt in range(3):
-            if wait_for_card(agent, 15):
-                break
-            # under TCG on a busy host the codec probe can time out ("Cannot
-            # probe codecs"): load the driver again, as a user would
-            agent.sh("rmmod snd_hda_codec_generic snd_hda_intel; "
-                     "modprobe snd_hda_intel; modprobe snd_hda_codec_generic")
-        else:
-            raise AssertionError("the guest has no sound card: " + agent.sh(
-                "dmesg | grep -i -E 'hda|snd' | tail").output)
+        ensure_sound_card(agent)
     except BaseException:
         vm.stop()
         raise
-    agent.mixer_unmute(0)
     return Audio(spec, vm, agent, rundir)
 
 
