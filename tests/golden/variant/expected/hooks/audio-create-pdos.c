@@ -2,6 +2,9 @@
 /*
  * Per-direction options of the generated OpenSL ES drivers
  *
- * Generated from no specs
+ * Generated from tests/golden/variant/specs/speaker.yaml
  * by the tabvm generator -- do not edit. Regenerate with: tabvm gen
  */
+#ifdef CONFIG_AUDIO_SPEAKER
+        CASE(SPEAKER, speaker, Speaker);
+#endif

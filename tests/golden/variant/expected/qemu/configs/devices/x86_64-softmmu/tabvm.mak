@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Device set of the tabvm VM profile, for -nodefaults use
-# Generated from tests/golden/variant/specs/power.yaml
+# Generated from tests/golden/variant/specs/speaker.yaml,
+# tests/golden/variant/specs/power.yaml
 # by the tabvm generator -- do not edit. Regenerate with: tabvm gen
 
 # Machine and stock devices the profile uses (qemu-tree/recipe.toml)

@@ -1,0 +1,600 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * -audiodev speaker: Playback only, linked with libOpenSLES, 3 x 15 ms
+ *
+ * Generated from tests/golden/variant/specs/speaker.yaml
+ * by the tabvm generator -- do not edit. Regenerate with: tabvm gen
+ */
+
+/*
+ * A QEMU audio driver on OpenSL ES, Android's native audio API:
+ * engine -> output mix -> audio player fed by an Android simple buffer queue
+ * (playback only).
+ *
+ * OpenSL ES calls the buffer queue callbacks on its own threads. They only
+ * move bytes between a buffer and QEMU's emulated ring (hw->buf_emul, under
+ * the voice's lock, which also guards QEMU's side of the ring), play
+ * silence on underrun and count underruns and overruns; the counters are
+ * read back from QEMU's thread for trace events and the QOM object
+ * /backend/audiodev-ID (properties underruns, overruns, buffers).
+ *
+ * Defaults from tests/golden/variant/specs/speaker.yaml:
+ * playback 3 x 15 ms,
+ * formats s16, rates 48000 Hz, 2 channel(s).
+ * QEMU is linked with libOpenSLES.
+ */
+
+#include "qemu/osdep.h"
+#include <math.h>
+#include <SLES/OpenSLES.h>
+#include <SLES/OpenSLES_Android.h>
+#include "qemu/atomic.h"
+#include "qemu/lockable.h"
+#include "qemu/module.h"
+#include "qemu/thread.h"
+#include "qemu/timer.h"
+#include "qapi/error.h"
+#include "qom/object.h"
+#include "audio/audio.h"
+
+#define AUDIO_CAP "speaker"
+#include "audio/audio_int.h"
+#include "trace.h"
+
+#define SLES_OUT_BUFFERS     3
+#define SLES_OUT_BUFFER_US   15000
+#define SLES_DEFAULT_RATE    48000
+
+/* This driver's QAPI options (qapi/audio.json) */
+typedef AudiodevSpeakerOptions SlesOptions;
+typedef AudiodevSpeakerPerDirectionOptions SlesPdo;
+
+typedef SLresult (*SlesCreateEngine)(SLObjectItf *engine,
+                                    SLuint32 num_options,
+                                    const SLEngineOption *options,
+                                    SLuint32 num_interfaces,
+                                    const SLInterfaceID *ids,
+                                    const SLboolean *required);
+
+/* What the driver uses of the library, however it was found */
+typedef struct {
+    void *handle;
+    SlesCreateEngine create_engine;
+    SLInterfaceID iid_engine;
+    SLInterfaceID iid_play;
+    SLInterfaceID iid_record;
+    SLInterfaceID iid_volume;
+    SLInterfaceID iid_buffer_queue;
+} SlesApi;
+
+typedef struct {
+    Audiodev *dev;
+    SlesApi api;
+    SLObjectItf engine_obj;
+    SLEngineItf engine;
+    SLObjectItf mix_obj;
+    Object *stats;
+    /* updated on OpenSL ES threads */
+    uint32_t underruns;
+    uint32_t overruns;
+    uint32_t buffers;
+    uint32_t traced_underruns;
+    uint32_t traced_overruns;
+} SlesState;
+
+/* One buffer queue and the buffers it owns while they are enqueued */
+typedef struct {
+    SlesState *s;
+    SLObjectItf obj;
+    SLAndroidSimpleBufferQueueItf queue;
+    QemuMutex lock;             /* the fields below and QEMU's emulated ring */
+    uint8_t *bufs;
+    size_t buffer_bytes;
+    uint32_t buffer_count;
+    uint32_t next;              /* the buffer to fill next */
+    uint32_t queued;            /* buffers OpenSL ES holds */
+    bool running;
+} SlesQueue;
+
+typedef struct {
+    HWVoiceOut hw;
+    SlesQueue q;
+    SLPlayItf play;
+    SLVolumeItf volume;
+    bool draining;              /* disabled: play what is left, then stop */
+    QEMUTimer *drain_timer;
+} SlesVoiceOut;
+
+typedef struct {
+    HWVoiceIn hw;
+    SlesQueue q;
+    SLRecordItf record;
+} SlesVoiceIn;
+
+static bool sles_ok(SLresult result, const char *what, Error **errp)
+{
+    if (result != SL_RESULT_SUCCESS) {
+        error_setg(errp, "%s: %s failed (SLresult %u)", AUDIO_CAP, what,
+                   (unsigned)result);
+        return false;
+    }
+    return true;
+}
+
+/* ---- the library -------------------------------------------------------- */
+
+static bool sles_load(SlesApi *api, const char *library, Error **errp)
+{
+    api->create_engine = slCreateEngine;
+    api->iid_engine = SL_IID_ENGINE;
+    api->iid_play = SL_IID_PLAY;
+    api->iid_record = SL_IID_RECORD;
+    api->iid_volume = SL_IID_VOLUME;
+    api->iid_buffer_queue = SL_IID_ANDROIDSIMPLEBUFFERQUEUE;
+    return true;
+}
+
+static void sles_unload(SlesApi *api)
+{
+}
+
+/* ---- formats ------------------------------------------------------------ */
+
+static const int sles_rates[] = { 48000 };
+
+/* The closest settings this driver offers to what QEMU asks for */
+static void sles_settings(struct audsettings *as, struct audsettings *obt)
+{
+    int best = sles_rates[0];
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(sles_rates); i++) {
+        if (abs(sles_rates[i] - as->freq) < abs(best - as->freq)) {
+            best = sles_rates[i];
+        }
+    }
+    obt->freq = best;
+    obt->nchannels = 2;
+    obt->fmt = AUDIO_FORMAT_S16;
+    obt->endianness = 0;
+}
+
+static SLDataFormat_PCM sles_pcm_format(const struct audsettings *obt)
+{
+    SLuint32 bits = obt->fmt == AUDIO_FORMAT_U8 ? SL_PCMSAMPLEFORMAT_FIXED_8
+                                                : SL_PCMSAMPLEFORMAT_FIXED_16;
+
+    return (SLDataFormat_PCM) {
+        .formatType = SL_DATAFORMAT_PCM,
+        .numChannels = obt->nchannels,
+        .samplesPerSec = obt->freq * 1000,      /* milliHertz */
+        .bitsPerSample = bits,
+        .containerSize = bits,
+        .channelMask = obt->nchannels == 2 ?
+            SL_SPEAKER_FRONT_LEFT | SL_SPEAKER_FRONT_RIGHT :
+            SL_SPEAKER_FRONT_CENTER,
+        .endianness = SL_BYTEORDER_LITTLEENDIAN,
+    };
+}
+
+/* ---- buffer queues ------------------------------------------------------- */
+
+static void sles_queue_init(SlesQueue *q, SlesState *s, uint32_t count,
+                            size_t bytes)
+{
+    q->s = s;
+    q->buffer_count = count;
+    q->buffer_bytes = bytes;
+    q->bufs = g_malloc0(count * bytes);
+    qemu_mutex_init(&q->lock);
+}
+
+static void sles_queue_fini(SlesQueue *q)
+{
+    if (q->obj) {
+        /* returns once no callback runs any more */
+        (*q->obj)->Destroy(q->obj);
+        q->obj = NULL;
+    }
+    qemu_mutex_destroy(&q->lock);
+    g_free(q->bufs);
+    q->bufs = NULL;
+}
+
+static uint8_t *sles_queue_buffer(SlesQueue *q, uint32_t index)
+{
+    return q->bufs + index * q->buffer_bytes;
+}
+
+/* Stops callbacks from touching the ring, and forgets the queued buffers */
+static void sles_queue_stop(SlesQueue *q)
+{
+    qemu_mutex_lock(&q->lock);
+    q->running = false;
+    qemu_mutex_unlock(&q->lock);
+    (*q->queue)->Clear(q->queue);
+}
+
+/* Enqueues every buffer (filled by the caller) and lets callbacks run */
+static void sles_queue_start(SlesQueue *q)
+{
+    uint32_t i;
+
+    qemu_mutex_lock(&q->lock);
+    q->running = true;
+    q->next = 0;
+    qemu_mutex_unlock(&q->lock);
+    for (i = 0; i < q->buffer_count; i++) {
+        (*q->queue)->Enqueue(q->queue, sles_queue_buffer(q, i),
+                             q->buffer_bytes);
+    }
+}
+
+/* Trace what the callbacks counted since the last look */
+static void sles_trace_counters(SlesState *s)
+{
+    uint32_t underruns = qatomic_read(&s->underruns);
+    uint32_t overruns = qatomic_read(&s->overruns);
+
+    if (underruns != s->traced_underruns) {
+        trace_tabvm_speaker_underruns(underruns - s->traced_underruns,
+                                      underruns);
+        s->traced_underruns = underruns;
+    }
+    if (overruns != s->traced_overruns) {
+        trace_tabvm_speaker_overruns(overruns - s->traced_overruns,
+                                     overruns);
+        s->traced_overruns = overruns;
+    }
+}
+
+/* ---- playback ----------------------------------------------------------- */
+
+/*
+ * Under the lock: fills the next buffer from the ring and enqueues it if
+ * the ring holds a whole buffer, or anything when draining. Enqueueing
+ * under the lock keeps the buffers in order between the two threads.
+ */
+static bool sles_refill_locked(SlesVoiceOut *v)
+{
+    HWVoiceOut *hw = &v->hw;
+    SlesQueue *q = &v->q;
+    size_t done = 0;
+    uint8_t *buf;
+
+    if (!q->running || q->queued == q->buffer_count || !hw->pending_emul ||
+        (hw->pending_emul < q->buffer_bytes && !v->draining)) {
+        return false;
+    }
+    buf = sles_queue_buffer(q, q->next);
+    while (hw->pending_emul && done < q->buffer_bytes) {
+        size_t start = audio_ring_posb(hw->pos_emul, hw->pending_emul,
+                                       hw->size_emul);
+        size_t len = MIN(MIN(hw->pending_emul, q->buffer_bytes - done),
+                         hw->size_emul - start);
+
+        memcpy(buf + done, hw->buf_emul + start, len);
+        hw->pending_emul -= len;
+        done += len;
+    }
+    if (done < q->buffer_bytes) {               /* the end of the stream */
+        audio_pcm_info_clear_buf(&hw->info, buf + done,
+                                 (q->buffer_bytes - done) /
+                                 hw->info.bytes_per_frame);
+    }
+    if ((*q->queue)->Enqueue(q->queue, buf, q->buffer_bytes) !=
+        SL_RESULT_SUCCESS) {
+        return false;
+    }
+    q->next = (q->next + 1) % q->buffer_count;
+    q->queued++;
+    return true;
+}
+
+/* OpenSL ES thread: a buffer was played; queue the next one if it is there */
+static void sles_play_callback(SLAndroidSimpleBufferQueueItf queue,
+                               void *opaque)
+{
+    SlesVoiceOut *v = opaque;
+    SlesQueue *q = &v->q;
+
+    qemu_mutex_lock(&q->lock);
+    if (q->queued) {
+        q->queued--;
+    }
+    qatomic_inc(&q->s->buffers);
+    if (!sles_refill_locked(v) && q->running && !v->draining &&
+        q->queued == 0) {
+        /* QEMU did not keep up: OpenSL ES plays silence until it does */
+        qatomic_inc(&q->s->underruns);
+    }
+    qemu_mutex_unlock(&q->lock);
+}
+
+/* QEMU's thread, after it wrote to the ring: queue what is ready */
+static void sles_kick(SlesVoiceOut *v)
+{
+    while (sles_refill_locked(v)) {
+        /* one buffer at a time */
+    }
+}
+
+/* QEMU's side of the emulated ring, under the voice's lock */
+static size_t sles_buffer_get_free(HWVoiceOut *hw)
+{
+    QEMU_LOCK_GUARD(&container_of(hw, SlesVoiceOut, hw)->q.lock);
+    return audio_generic_buffer_get_free(hw);
+}
+
+static void *sles_get_buffer_out(HWVoiceOut *hw, size_t *size)
+{
+    QEMU_LOCK_GUARD(&container_of(hw, SlesVoiceOut, hw)->q.lock);
+    return audio_generic_get_buffer_out(hw, size);
+}
+
+static size_t sles_put_buffer_out(HWVoiceOut *hw, void *buf, size_t size)
+{
+    SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
+
+    QEMU_LOCK_GUARD(&v->q.lock);
+    size = audio_generic_put_buffer_out(hw, buf, size);
+    sles_kick(v);
+    return size;
+}
+
+static size_t sles_write(HWVoiceOut *hw, void *buf, size_t size)
+{
+    SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
+
+    QEMU_LOCK_GUARD(&v->q.lock);
+    size = audio_generic_write(hw, buf, size);
+    sles_kick(v);
+    return size;
+}
+
+/* QEMU's thread: the drain time is over; stop unless enabled again */
+static void sles_drained(void *opaque)
+{
+    SlesVoiceOut *v = opaque;
+    SlesQueue *q = &v->q;
+    bool stop;
+
+    qemu_mutex_lock(&q->lock);
+    stop = v->draining;
+    if (stop) {
+        q->running = false;
+        q->queued = 0;
+    }
+    qemu_mutex_unlock(&q->lock);
+    if (stop) {
+        (*v->play)->SetPlayState(v->play, SL_PLAYSTATE_STOPPED);
+        (*q->queue)->Clear(q->queue);
+    }
+}
+
+static int sles_init_out(HWVoiceOut *hw, struct audsettings *as,
+                         void *drv_opaque)
+{
+    SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
+    SlesState *s = drv_opaque;
+    SlesPdo *pdo = s->dev->u.speaker.out;
+    struct audsettings obt;
+    SLDataFormat_PCM pcm;
+    SLDataLocator_AndroidSimpleBufferQueue loc_queue = {
+        .locatorType = SL_DATALOCATOR_ANDROIDSIMPLEBUFFERQUEUE,
+    };
+    SLDataLocator_OutputMix loc_mix = {
+        .locatorType = SL_DATALOCATOR_OUTPUTMIX,
+        .outputMix = s->mix_obj,
+    };
+    SLDataSource source = { .pLocator = &loc_queue, .pFormat = &pcm };
+    SLDataSink sink = { .pLocator = &loc_mix };
+    const SLInterfaceID ids[] = { s->api.iid_buffer_queue, s->api.iid_volume };
+    const SLboolean req[] = { SL_BOOLEAN_TRUE, SL_BOOLEAN_TRUE };
+    uint32_t count = pdo->has_buffer_count ? pdo->buffer_count
+                                           : SLES_OUT_BUFFERS;
+    int frames;
+    Error *err = NULL;
+
+    sles_settings(as, &obt);
+    audio_pcm_init_info(&hw->info, &obt);
+    frames = audio_buffer_frames(
+        qapi_AudiodevSpeakerPerDirectionOptions_base(pdo),
+        &obt, SLES_OUT_BUFFER_US);
+    pcm = sles_pcm_format(&obt);
+    loc_queue.numBuffers = count;
+    sles_queue_init(&v->q, s, count, frames * hw->info.bytes_per_frame);
+    hw->samples = count * frames;
+
+    if (!sles_ok((*s->engine)->CreateAudioPlayer(s->engine, &v->q.obj, &source,
+                                                 &sink, ARRAY_SIZE(ids), ids,
+                                                 req),
+                 "CreateAudioPlayer", &err) ||
+        !sles_ok((*v->q.obj)->Realize(v->q.obj, SL_BOOLEAN_FALSE),
+                 "Realize (player)", &err) ||
+        !sles_ok((*v->q.obj)->GetInterface(v->q.obj, s->api.iid_play,
+                                           &v->play), "GetInterface (play)",
+                 &err) ||
+        !sles_ok((*v->q.obj)->GetInterface(v->q.obj, s->api.iid_buffer_queue,
+                                           &v->q.queue),
+                 "GetInterface (buffer queue)", &err) ||
+        !sles_ok((*v->q.obj)->GetInterface(v->q.obj, s->api.iid_volume,
+                                           &v->volume),
+                 "GetInterface (volume)", &err) ||
+        !sles_ok((*v->q.queue)->RegisterCallback(v->q.queue,
+                                                 sles_play_callback, v),
+                 "RegisterCallback (player)", &err)) {
+        error_report_err(err);
+        sles_queue_fini(&v->q);
+        return -1;
+    }
+    v->drain_timer = timer_new_ms(QEMU_CLOCK_REALTIME, sles_drained, v);
+    trace_tabvm_speaker_init("playback", obt.freq, obt.nchannels,
+                         hw->info.bits, count, v->q.buffer_bytes);
+    return 0;
+}
+
+static void sles_fini_out(HWVoiceOut *hw)
+{
+    SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
+
+    timer_free(v->drain_timer);
+    v->drain_timer = NULL;
+    if (v->q.obj) {
+        (*v->play)->SetPlayState(v->play, SL_PLAYSTATE_STOPPED);
+    }
+    sles_queue_fini(&v->q);
+}
+
+static void sles_enable_out(HWVoiceOut *hw, bool enable)
+{
+    SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
+    SlesQueue *q = &v->q;
+    int64_t drain_ms;
+    bool start;
+
+    trace_tabvm_speaker_enable("playback", enable);
+    qemu_mutex_lock(&q->lock);
+    if (enable) {
+        /* buffers go to OpenSL ES as QEMU writes them: no silence first */
+        timer_del(v->drain_timer);
+        v->draining = false;
+        start = !q->running;
+        q->running = true;
+        qemu_mutex_unlock(&q->lock);
+        if (start) {
+            (*v->play)->SetPlayState(v->play, SL_PLAYSTATE_PLAYING);
+        }
+        return;
+    }
+    /* let what is in the ring and the queue play out, as hardware would */
+    v->draining = true;
+    sles_kick(v);
+    drain_ms = (int64_t)(q->queued + 1) * q->buffer_bytes * 1000 /
+               (hw->info.freq * hw->info.bytes_per_frame) + 20;
+    qemu_mutex_unlock(&q->lock);
+    timer_mod(v->drain_timer,
+              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + drain_ms);
+}
+
+static void sles_volume_out(HWVoiceOut *hw, Volume *vol)
+{
+    SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
+    int level = vol->channels ? vol->vol[0] : 255;
+    SLmillibel mb;
+
+    if (vol->mute || level == 0) {
+        mb = SL_MILLIBEL_MIN;
+    } else {
+        /* QEMU's 0..255 is linear in amplitude */
+        mb = (SLmillibel)lrint(2000.0 * log10(level / 255.0));
+    }
+    (*v->volume)->SetMute(v->volume, vol->mute);
+    (*v->volume)->SetVolumeLevel(v->volume, mb);
+    trace_tabvm_speaker_volume(vol->mute, mb);
+}
+
+static void sles_run_buffer_out(HWVoiceOut *hw)
+{
+    SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
+
+    sles_trace_counters(v->q.s);
+}
+
+/* ---- the driver ---------------------------------------------------------- */
+
+static void sles_destroy(SlesState *s)
+{
+    if (s->stats) {
+        object_unparent(s->stats);
+    }
+    if (s->mix_obj) {
+        (*s->mix_obj)->Destroy(s->mix_obj);
+    }
+    if (s->engine_obj) {
+        (*s->engine_obj)->Destroy(s->engine_obj);
+    }
+    sles_unload(&s->api);
+    g_free(s);
+}
+
+/* /backend/audiodev-ID: the callbacks' counters, for qom-get */
+static void sles_add_stats(SlesState *s)
+{
+    g_autofree char *name = g_strdup_printf("audiodev-%s", s->dev->id);
+
+    s->stats = object_new(TYPE_CONTAINER);
+    object_property_add_uint32_ptr(s->stats, "underruns", &s->underruns,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint32_ptr(s->stats, "overruns", &s->overruns,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint32_ptr(s->stats, "buffers", &s->buffers,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_child(object_get_container("backend"), name, s->stats);
+    object_unref(s->stats);
+}
+
+static void *sles_audio_init(Audiodev *dev, Error **errp)
+{
+    SlesState *s = g_new0(SlesState, 1);
+    const char *library = NULL;
+
+    s->dev = dev;
+    if (!sles_load(&s->api, library, errp)) {
+        g_free(s);
+        return NULL;
+    }
+    if (!sles_ok(s->api.create_engine(&s->engine_obj, 0, NULL, 0, NULL, NULL),
+                 "slCreateEngine", errp) ||
+        !sles_ok((*s->engine_obj)->Realize(s->engine_obj, SL_BOOLEAN_FALSE),
+                 "Realize (engine)", errp) ||
+        !sles_ok((*s->engine_obj)->GetInterface(s->engine_obj,
+                                                s->api.iid_engine,
+                                                &s->engine),
+                 "GetInterface (engine)", errp) ||
+        !sles_ok((*s->engine)->CreateOutputMix(s->engine, &s->mix_obj, 0,
+                                               NULL, NULL),
+                 "CreateOutputMix", errp) ||
+        !sles_ok((*s->mix_obj)->Realize(s->mix_obj, SL_BOOLEAN_FALSE),
+                 "Realize (output mix)", errp)) {
+        sles_destroy(s);
+        return NULL;
+    }
+    sles_add_stats(s);
+    return s;
+}
+
+static void sles_audio_fini(void *opaque)
+{
+    sles_destroy(opaque);
+}
+
+static struct audio_pcm_ops sles_pcm_ops = {
+    .init_out = sles_init_out,
+    .fini_out = sles_fini_out,
+    .write = sles_write,
+    .buffer_get_free = sles_buffer_get_free,
+    .get_buffer_out = sles_get_buffer_out,
+    .put_buffer_out = sles_put_buffer_out,
+    .run_buffer_out = sles_run_buffer_out,
+    .enable_out = sles_enable_out,
+    .volume_out = sles_volume_out,
+};
+
+static struct audio_driver sles_audio_driver = {
+    .name = "speaker",
+    .descr = "Playback only, linked with libOpenSLES, 3 x 15 ms",
+    .init = sles_audio_init,
+    .fini = sles_audio_fini,
+    .pcm_ops = &sles_pcm_ops,
+    .max_voices_out = 1,
+    .max_voices_in = 0,
+    .voice_size_out = sizeof(SlesVoiceOut),
+    .voice_size_in = 0,
+};
+
+static void register_audio_tabvm_speaker(void)
+{
+    audio_driver_register(&sles_audio_driver);
+}
+type_init(register_audio_tabvm_speaker);
