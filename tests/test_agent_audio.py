@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_agent import FakeAgent
 from glue.agent_client import (AgentClient, AgentError, CtlElem, PcmPlayResult,
                                PcmRecordResult, _parse_ctl_list, _parse_ctl_values,
                                _parse_pcm_play, _parse_pcm_record)
@@ -141,42 +142,6 @@ def test_parse_ctl_values():
 
 
 # -- client requests against a scripted fake agent --------------------------------
-
-
-class FakeAgent:
-    """Answers requests on one end of a socketpair with scripted (status, payload)
-    pairs, recording the request lines."""
-
-    def __init__(self, answers: list[tuple[str, str]]):
-        self.ours, theirs = socket.socketpair()
-        self.client = AgentClient(theirs)
-        self.answers = list(answers)
-        self.requests: list[str] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        buf = b""
-        while self.answers:
-            data = self.ours.recv(65536)
-            if not data:
-                return
-            buf += data
-            while b"\n" in buf and self.answers:
-                line, buf = buf.split(b"\n", 1)
-                rid, rest = line.decode().split(" ", 1)
-                self.requests.append(rest)
-                status, payload = self.answers.pop(0)
-                body = payload.encode()
-                self.ours.sendall(f"{rid} {status} {len(body)}\n".encode() + body + b"\n")
-
-    def nothing_sent(self) -> bool:
-        """True if no request came (call only when no answers are scripted)."""
-        self.thread.join(5)
-        try:
-            return self.ours.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
-        except BlockingIOError:
-            return True
 
 
 PLAY = "frames 96000 xruns 0 ms 1972 rate 48000 channels 2 period 480 buffer 1920"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_agent import FakeAgent
 from glue.agent_client import (AgentClient, AgentError, HciCmdResult, HciDev, HciInfo,
                                L2SendResult, LeAdvert, _parse_hci_cmd, _parse_hci_info,
                                _parse_hci_list, _parse_l2_send, _parse_le_scan, _parse_rtt)
@@ -135,42 +136,6 @@ def test_parse_l2_send():
 
 
 # -- client requests against a scripted fake agent --------------------------------
-
-
-class FakeAgent:
-    """Answers requests on one end of a socketpair with scripted (status, payload)
-    pairs, recording the request lines."""
-
-    def __init__(self, answers: list[tuple[str, str]]):
-        self.ours, theirs = socket.socketpair()
-        self.client = AgentClient(theirs)
-        self.answers = list(answers)
-        self.requests: list[str] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        buf = b""
-        while self.answers:
-            data = self.ours.recv(65536)
-            if not data:
-                return
-            buf += data
-            while b"\n" in buf and self.answers:
-                line, buf = buf.split(b"\n", 1)
-                rid, rest = line.decode().split(" ", 1)
-                self.requests.append(rest)
-                status, payload = self.answers.pop(0)
-                body = payload.encode()
-                self.ours.sendall(f"{rid} {status} {len(body)}\n".encode() + body + b"\n")
-
-    def nothing_sent(self) -> bool:
-        """True if no request came (call only when no answers are scripted)."""
-        self.thread.join(5)
-        try:
-            return self.ours.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
-        except BlockingIOError:
-            return True
 
 
 def test_client_requests_and_answers():
