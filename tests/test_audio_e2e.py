@@ -111,6 +111,11 @@ def test_guest_plays_a_sine_to_the_standin(audio, build_outputs, guest_image):
     assert out.status == 0 and "pcmC0D0p" in out.output, out
     audio.agent.pcm_play(0, 0, RATE, 2, 1000, 200)
     assert audio.qemu_threads() <= threads + 1          # + a QEMU worker at most
+    # the callbacks' counters, over QMP
+    stats = {p: audio.vm.qom_get("/backend/audiodev-snd0", p)
+             for p in ("buffers", "underruns", "overruns")}
+    assert stats["buffers"] >= 2 * 1000 // audio.spec.playback.buffer_ms, stats
+    assert all(isinstance(v, int) for v in stats.values()), stats
     audio.agent.close()
     assert audio.vm.stop() == 0
 
