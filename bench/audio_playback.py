@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from audio_analysis import (HDA_DEVICES, ensure_sound_card,  # noqa: E402
-                            read_wav, sounding)
+from audio_analysis import read_wav, sounding  # noqa: E402
+from glue.audio import audiodev, ensure_sound_card, standin_env  # noqa: E402
 from generator.ir import Opensles  # noqa: E402
 from generator.main import check, spec_files  # noqa: E402
 from glue.agent_client import AgentClient  # noqa: E402
@@ -59,17 +59,14 @@ def cpu_seconds(pid: int) -> float:
 def run(backend: str, seconds: int, spec: Opensles | None) -> Run:
     outputs, image = default_outputs(), build_guest(progress=lambda m: None)
     rundir = new_runtime_dir(f"bench-audio-{backend}")
-    config = builtin_profile(outputs, image.vmlinux, image.initrd, "tcg", touch=False)
     if spec is None:
-        audiodev, env = f"wav,id=snd0,path={rundir / 'playback.wav'}", ()
+        sound, env = audiodev("wav", path=rundir / "playback.wav", out_frequency=RATE), ()
     else:
-        audiodev = f"{spec.qapi_name},id=snd0,library={outputs.root / 'libOpenSLES.so'}"
-        env = (("TABVM_SLES_PLAYBACK_WAV", str(rundir / "playback.wav")),
-               ("TABVM_SLES_LOG", str(rundir / "sles.log")))
-    config = dataclasses.replace(config, devices=config.devices + HDA_DEVICES,
-                                 extra=config.extra + ("-audiodev", f"{audiodev},"
-                                                       f"out.frequency={RATE}"),
-                                 env=env)
+        sound = audiodev(spec.qapi_name, outputs.root / "libOpenSLES.so",
+                         out_frequency=RATE)
+        env = standin_env(rundir)
+    config = builtin_profile(outputs, image.vmlinux, image.initrd, "tcg", touch=False,
+                             audiodev=sound, env=env)
     with Qemu(config, rundir) as vm:
         agent = AgentClient(str(vm.agent_socket), connect_timeout=30)
         agent.wait_ready(timeout=180)

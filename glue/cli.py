@@ -14,6 +14,7 @@ from typing import Callable
 from tabvm.guest import GuestBuildError
 
 from .accel import select_accel, wait_for_console
+from .audio import AUDIODEV_ID, audiodev, ensure_sound_card, standin_env
 from .agent_client import AgentClient, AgentError
 from .battery_bridge import BatteryBridge
 from .bt_backend import BtBackend
@@ -51,6 +52,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "controller and an advertiser, the default), unix:PATH or "
                    "tcp:HOST:PORT (an H4 server such as an HCI bridge), hci:N (the "
                    "host's hciN through an HCI user channel), or none")
+    p.add_argument("--audio", choices=["none", "opensles", "wav"], default=None,
+                   help="the sound card's backend: opensles (Android's OpenSL ES; on a "
+                   "desktop host the project's test stand-in), wav (a file), or none "
+                   "(run: none, demo: opensles)")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: run until Ctrl-C; "
                    "demo: 30)")
@@ -135,17 +140,38 @@ def _bt_backend(args: argparse.Namespace) -> BtBackend | None:
     return None if args.bt == "none" else BtBackend.parse(args.bt)
 
 
-def _config(args: argparse.Namespace, bt_chardev: str | None = None) -> VmConfig:
+def _audio(args: argparse.Namespace, outputs: BuildOutputs,
+           rundir: Path) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """The -audiodev option string and QEMU's extra environment for --audio."""
+    if args.audio in (None, "none"):
+        return None, ()
+    if args.audio == "wav":
+        return audiodev("wav", path=rundir / "playback.wav"), ()
+    standin = outputs.root / "libOpenSLES.so"
+    if sys.platform == "linux" and standin.is_file() and not _on_android():
+        _log("audio", backend="opensles", library=f"{standin} (the test stand-in)")
+        return audiodev("opensles", standin), standin_env(rundir)
+    return audiodev("opensles"), ()
+
+
+def _on_android() -> bool:
+    return Path("/system/build.prop").exists()
+
+
+def _config(args: argparse.Namespace, rundir: Path,
+            bt_chardev: str | None = None) -> VmConfig:
     from tabvm.guest import build_guest
 
     from .profile import default_outputs
     outputs = BuildOutputs(args.builddir) if args.builddir else default_outputs()
     image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
 
+    sound, env = _audio(args, outputs, rundir)
+
     def config_for(accel: str) -> VmConfig:
         # the unpacked ELF kernel boots about twice as fast under TCG (PVH entry)
         return builtin_profile(outputs, image.vmlinux, image.initrd, accel, args.memory,
-                               bt_chardev=bt_chardev)
+                               bt_chardev=bt_chardev, audiodev=sound, env=env)
 
     accel = select_accel(args.accel, probe=lambda: _probe_kvm(config_for))
     return config_for(accel)
@@ -203,6 +229,20 @@ def _show_bluetooth(agent: AgentClient, timeout: float = 30.0) -> None:
           f"{info.acl_mtu}; LE scan for 2 s sees: {seen}", flush=True)
 
 
+def _show_audio(vm: Qemu, agent: AgentClient, opensles: bool) -> None:
+    """The guest plays a 1 kHz tone and records: what its snd-hda-intel reports."""
+    ensure_sound_card(agent)
+    play = agent.pcm_play(0, 0, 48000, 2, 1000, 1000)
+    rec = agent.pcm_record(0, 0, 48000, 2, 1000)
+    stats = ""
+    if opensles:
+        counts = {p: vm.qom_get(f"/backend/audiodev-{AUDIODEV_ID}", p)
+                  for p in ("buffers", "underruns")}
+        stats = f"; OpenSL ES buffers {counts['buffers']}, underruns {counts['underruns']}"
+    print(f"audio: guest played 1 s of 1 kHz ({play.frames} frames, {play.xruns} xruns) "
+          f"and recorded {rec.freq:.1f} Hz at {rec.rms:.2f} RMS{stats}", flush=True)
+
+
 def run(args: argparse.Namespace, show_guest: bool = False) -> int:
     try:
         bt = _bt_backend(args)
@@ -212,7 +252,7 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
         return 1
     peer = None
     try:
-        config = _config(args, bt.chardev(BT_CHARDEV_ID, rundir) if bt else None)
+        config = _config(args, rundir, bt.chardev(BT_CHARDEV_ID, rundir) if bt else None)
         if bt is not None:
             peer = bt.start(rundir, log_path=rundir / "bt-peer.log")
             ready = peer.ready if peer else {}
@@ -255,6 +295,8 @@ def _run_loop(args: argparse.Namespace, vm: Qemu, show_guest: bool, t0: float) -
         _show_touch(vm, agent)
         if args.bt != "none":
             _show_bluetooth(agent)
+        if args.audio not in (None, "none"):
+            _show_audio(vm, agent, args.audio == "opensles")
     end = None if args.duration is None else time.monotonic() + args.duration
     while end is None or time.monotonic() < end:
         if not vm.alive():
@@ -276,6 +318,8 @@ def _run_loop(args: argparse.Namespace, vm: Qemu, show_guest: bool, t0: float) -
 def demo(args: argparse.Namespace) -> int:
     if args.duration is None:
         args.duration = 30.0
+    if args.audio is None:
+        args.audio = "opensles"
     args.fast_curve = True
     if args.battery == "auto" and not HostPowerSupply(args.power_supply_root).has_battery():
         _log("demo", battery="this host has no battery: showing a simulated discharge curve")

@@ -12,6 +12,7 @@ from pathlib import Path
 from tabvm.guest import APPEND
 from tabvm.paths import REPO
 
+from .audio import HDA_DEVICES
 from .qemu import VmConfig
 
 READY_MARKER = "TABVM-GUEST-READY"
@@ -58,9 +59,12 @@ def bt_device(capture: Path | None = None, **props: str) -> str:
 
 def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: str,
                     memory: str = "512M", touch: bool = True,
-                    bt_chardev: str | None = None) -> VmConfig:
+                    bt_chardev: str | None = None, audiodev: str | None = None,
+                    env: tuple[tuple[str, str], ...] = ()) -> VmConfig:
     """The test guest with the battery, (``touch``) the touchscreen and, given its
-    ``-chardev`` options (``bt_chardev``, with ``id=bt``), the Bluetooth controller."""
+    ``-chardev`` options (``bt_chardev``, with ``id=bt``), the Bluetooth controller;
+    given ``-audiodev`` options (``glue.audio.audiodev``), the sound card on it.
+    ``env`` is added to QEMU's environment."""
     outputs.check()
     usb = (XHCI,) if touch or bt_chardev else ()
     return VmConfig(
@@ -69,7 +73,10 @@ def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: st
         acpi_tables=(outputs.aml("battery"),),
         chardevs=(bt_chardev,) if bt_chardev else (),
         devices=("tabvm-battery,id=battery", *usb, *((TOUCH_DEVICE,) if touch else ()),
-                 *((bt_device(),) if bt_chardev else ())),
+                 *((bt_device(),) if bt_chardev else ()),
+                 *(HDA_DEVICES if audiodev else ())),
+        extra=("-audiodev", audiodev) if audiodev else (),
+        env=env,
     )
 
 

@@ -1,5 +1,4 @@
-"""The test guest's sound card, WAV files and tones, for the audio tests and
-benchmarks.
+"""WAV files and tones, for the audio tests and benchmarks.
 
 Pure Python (no numpy here): a tone's frequency comes from its rising zero
 crossings, refined to the peak of its Hann-windowed spectrum.
@@ -8,32 +7,9 @@ crossings, refined to the peak of its Hann-windowed spectrum.
 from __future__ import annotations
 
 import math
-import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-
-# The guest's sound card: ich9-intel-hda + hda-duplex on the audiodev "snd0"
-HDA_DEVICES = ("ich9-intel-hda,id=hda", "hda-duplex,audiodev=snd0")
-
-
-def ensure_sound_card(agent, attempts: int = 3, seconds: float = 15.0) -> None:
-    """Waits for the guest's /dev/snd/pcmC0D0p (it comes a few seconds after the
-    agent answers); should the codec probe still time out under TCG ("Cannot
-    probe codecs"), loads the driver again, as a user would. Unmutes the card's
-    mixer (Linux starts it muted)."""
-    for _ in range(attempts):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if "pcmC0D0p" in agent.ls("/dev/snd"):
-                agent.mixer_unmute(0)
-                return
-            time.sleep(0.5)
-        agent.sh("rmmod snd_hda_codec_generic snd_hda_intel; "
-                 "modprobe snd_hda_intel; modprobe snd_hda_codec_generic")
-    raise AssertionError("the guest has no sound card: " + agent.sh(
-        "dmesg | grep -i -E 'hda|snd' | tail").output)
-
 
 @dataclass(frozen=True)
 class Wav:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from audio_analysis import (HDA_DEVICES, ensure_sound_card, read_wav,
-                            silent_runs, sounding, tone_frequency)
+from audio_analysis import read_wav, silent_runs, sounding, tone_frequency
+from glue.audio import audiodev, ensure_sound_card, standin_env
 from generator.ir import Opensles
 from generator.main import check, spec_files
 from glue.agent_client import AgentClient
@@ -42,7 +42,7 @@ class Audio:
 
     @property
     def playback_wav(self) -> Path:
-        return self.rundir / "playback.wav"
+        return self.rundir / "playback.wav"      # glue.audio.standin_env
 
     def qemu_threads(self) -> int:
         return len(os.listdir(f"/proc/{self.vm.proc.pid}/task"))
@@ -56,17 +56,11 @@ def standin_library(build_outputs) -> Path:
 
 def boot(spec: Opensles, build_outputs, guest_image, tag: str) -> Audio:
     rundir = new_runtime_dir(f"test-{spec.name}-{tag}")
-    config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd,
-                             "tcg", touch=False)
-    config = dataclasses.replace(
-        config,
-        devices=config.devices + HDA_DEVICES,
-        extra=config.extra + ("-audiodev", f"{spec.qapi_name},id=snd0,"
-                              f"library={standin_library(build_outputs)},"
-                              f"out.frequency={RATE},in.frequency={RATE}"),
-        env=(("TABVM_SLES_PLAYBACK_WAV", str(rundir / "playback.wav")),
-             ("TABVM_SLES_CAPTURE_SINE", "440"),
-             ("TABVM_SLES_LOG", str(rundir / "sles.log"))))
+    config = builtin_profile(
+        build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg", touch=False,
+        audiodev=audiodev(spec.qapi_name, standin_library(build_outputs),
+                          out_frequency=RATE, in_frequency=RATE),
+        env=standin_env(rundir))
     vm = Qemu(config, rundir).start()
     try:
         agent = AgentClient(str(vm.agent_socket), connect_timeout=30)

@@ -15,9 +15,9 @@ import subprocess
 
 import pytest
 
-from audio_analysis import HDA_DEVICES
 from generator.ir import Opensles
 from generator.main import check, spec_files
+from glue.audio import HDA_DEVICES
 
 DRIVER = next(d for d in check(spec_files()) if isinstance(d, Opensles))
 
