@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Device set of the tabvm VM profile, for -nodefaults use
-# Generated from tests/golden/variant/specs/speaker.yaml,
+# Generated from tests/golden/variant/specs/btlink.yaml,
+# tests/golden/variant/specs/speaker.yaml,
 # tests/golden/variant/specs/power.yaml
 # by the tabvm generator -- do not edit. Regenerate with: tabvm gen
 
@@ -17,4 +18,5 @@ CONFIG_VIRTIO_INPUT=y
 CONFIG_HDA=y
 
 # Generated devices
+CONFIG_TABVM_BTLINK=y
 CONFIG_TABVM_TABLET_POWER=y

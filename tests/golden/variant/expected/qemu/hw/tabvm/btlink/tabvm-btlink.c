@@ -1,0 +1,686 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * tabvm-btlink: Bluetooth without SCO, always plugged, pcap capture
+ *
+ * Generated from tests/golden/variant/specs/btlink.yaml
+ * by the tabvm generator -- do not edit. Regenerate with: tabvm gen
+ */
+
+/*
+ * A USB Bluetooth controller (class e0/01/01, Linux btusb) whose HCI traffic
+ * goes to a chardev in H4 framing: a Bluetooth host stack, a virtual
+ * controller (Bumble, RootCanal) or a real controller bridged by the host.
+ *
+ *   EP0 class requests    commands, guest -> host
+ *   0x81 interrupt IN     events, 64-byte packets
+ *   0x82 bulk IN/0x02 OUT ACL data (ISO from the host too)
+ *
+ * Framing, queues and their bounds are in hw/tabvm/h4/h4.h. A full queue
+ * towards the guest stops reading the chardev; a full ring towards the host
+ * NAKs bulk OUT until the chardev drains. Opening the chardev attaches the
+ * device and closing it detaches it, unless always-plugged=on (default:
+ * on); both reset it. Migration is blocked while the chardev
+ * is connected: the controller's state lives outside QEMU. capture=FILE
+ * writes the HCI traffic as pcap. coalesce-events=on (default: off)
+ * packs several events into one interrupt transfer. high-speed=on lets the
+ * device attach at high speed, which polls events every 125 us instead of
+ * every 1 ms (default: on).
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/bswap.h"
+#include "qemu/error-report.h"
+#include "qemu/log.h"
+#include "qemu/module.h"
+#include "qemu/timer.h"
+#include "qom/object.h"
+#include "chardev/char-fe.h"
+#include "hw/qdev-properties.h"
+#include "hw/qdev-properties-system.h"
+#include "hw/usb.h"
+#include "hw/usb/desc.h"
+#include "migration/blocker.h"
+#include "migration/vmstate.h"
+#include "hw/tabvm/h4/h4.h"
+#include "trace.h"
+
+#define TYPE_TABVM_BTLINK "tabvm-btlink"
+OBJECT_DECLARE_SIMPLE_TYPE(TabvmBtlinkState, TABVM_BTLINK)
+
+#define BT_EVENT_MAX_PACKET  64
+#define BT_ACL_MAX_PACKET    32
+#define BT_ACL_MAX           251
+#define BT_SCO_MAX           255
+#define BT_ISO_MAX           251
+#define BT_QUEUE_LIMIT       8192
+#define BT_RING_SIZE         4096
+
+/* USB class e0/01/01: wireless controller, RF, Bluetooth */
+#define BT_CLASS_WIRELESS    0xe0
+#define BT_SUBCLASS_RF       0x01
+#define BT_PROTOCOL_BT       0x01
+
+/* btusb sends commands with bmRequestType 0x20 (class, device) */
+#define BT_CLASS_DEVICE_OUT \
+    ((USB_DIR_OUT | USB_TYPE_CLASS | USB_RECIP_DEVICE) << 8)
+
+/* Endpoint numbers */
+#define BT_EP_EVENT          1
+#define BT_EP_ACL            2
+#define BT_EP_SCO            3
+
+QEMU_BUILD_BUG_ON(BT_RING_SIZE <
+                  TABVM_H4_COMMAND_RESERVE + 2 * (5 + BT_ACL_MAX));
+
+struct TabvmBtlinkState {
+    USBDevice dev;
+
+    CharBackend chr;
+    bool always_plugged;
+    bool coalesce_events;
+    bool high_speed;
+    char *capture;
+
+    TabvmH4 h4;
+    USBEndpoint *event_in;
+    USBEndpoint *acl_in;
+    USBEndpoint *acl_out;
+    bool acl_out_blocked;       /* a bulk OUT was NAKed for want of room */
+    guint watch;                /* waiting for the chardev to take more */
+    bool connected;
+    Error *migration_blocker;
+    uint8_t sco_alt;
+    int capture_fd;
+    uint64_t capture_drops;
+};
+
+enum {
+    BT_STR_MANUFACTURER = 1,
+    BT_STR_PRODUCT,
+    BT_STR_SERIAL,
+};
+
+static const USBDescStrings tabvm_btlink_strings = {
+    [BT_STR_MANUFACTURER] = "TabVM",
+    [BT_STR_PRODUCT] = "TabVM BT Link",
+    [BT_STR_SERIAL] = "TVB-0002",
+};
+
+/* Full speed: events and SCO every 1 ms frame */
+static const USBDescIface tabvm_btlink_ifaces_full[] = {
+    {
+        .bInterfaceNumber = 0,
+        .bNumEndpoints = 3,
+        .bInterfaceClass = BT_CLASS_WIRELESS,
+        .bInterfaceSubClass = BT_SUBCLASS_RF,
+        .bInterfaceProtocol = BT_PROTOCOL_BT,
+        .eps = (USBDescEndpoint[]) {
+            {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_EVENT,
+                .bmAttributes = USB_ENDPOINT_XFER_INT,
+                .wMaxPacketSize = BT_EVENT_MAX_PACKET,
+                .bInterval = 1,
+            }, {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_ACL,
+                .bmAttributes = USB_ENDPOINT_XFER_BULK,
+                .wMaxPacketSize = 32,
+            }, {
+                .bEndpointAddress = USB_DIR_OUT | BT_EP_ACL,
+                .bmAttributes = USB_ENDPOINT_XFER_BULK,
+                .wMaxPacketSize = 32,
+            },
+        },
+    },
+};
+
+static const USBDescDevice tabvm_btlink_device_full = {
+    .bcdUSB = 0x0200,
+    .bDeviceClass = BT_CLASS_WIRELESS,
+    .bDeviceSubClass = BT_SUBCLASS_RF,
+    .bDeviceProtocol = BT_PROTOCOL_BT,
+    .bMaxPacketSize0 = 64,
+    .bNumConfigurations = 1,
+    .confs = (USBDescConfig[]) {
+        {
+            .bNumInterfaces = 1,
+            .bConfigurationValue = 1,
+            .bmAttributes = USB_CFG_ATT_ONE,
+            .bMaxPower = 50,
+            .nif = ARRAY_SIZE(tabvm_btlink_ifaces_full),
+            .ifs = tabvm_btlink_ifaces_full,
+        },
+    },
+};
+
+/* High speed: events every 125 us, SCO every 2^(4-1) microframes = 1 ms */
+static const USBDescIface tabvm_btlink_ifaces_high[] = {
+    {
+        .bInterfaceNumber = 0,
+        .bNumEndpoints = 3,
+        .bInterfaceClass = BT_CLASS_WIRELESS,
+        .bInterfaceSubClass = BT_SUBCLASS_RF,
+        .bInterfaceProtocol = BT_PROTOCOL_BT,
+        .eps = (USBDescEndpoint[]) {
+            {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_EVENT,
+                .bmAttributes = USB_ENDPOINT_XFER_INT,
+                .wMaxPacketSize = BT_EVENT_MAX_PACKET,
+                .bInterval = 1,
+            }, {
+                .bEndpointAddress = USB_DIR_IN | BT_EP_ACL,
+                .bmAttributes = USB_ENDPOINT_XFER_BULK,
+                .wMaxPacketSize = 512,
+            }, {
+                .bEndpointAddress = USB_DIR_OUT | BT_EP_ACL,
+                .bmAttributes = USB_ENDPOINT_XFER_BULK,
+                .wMaxPacketSize = 512,
+            },
+        },
+    },
+};
+
+static const USBDescDevice tabvm_btlink_device_high = {
+    .bcdUSB = 0x0200,
+    .bDeviceClass = BT_CLASS_WIRELESS,
+    .bDeviceSubClass = BT_SUBCLASS_RF,
+    .bDeviceProtocol = BT_PROTOCOL_BT,
+    .bMaxPacketSize0 = 64,
+    .bNumConfigurations = 1,
+    .confs = (USBDescConfig[]) {
+        {
+            .bNumInterfaces = 1,
+            .bConfigurationValue = 1,
+            .bmAttributes = USB_CFG_ATT_ONE,
+            .bMaxPower = 50,
+            .nif = ARRAY_SIZE(tabvm_btlink_ifaces_high),
+            .ifs = tabvm_btlink_ifaces_high,
+        },
+    },
+};
+
+static const USBDesc tabvm_btlink_desc = {
+    .id = {
+        .idVendor = 0x1209,
+        .idProduct = 0x7465,
+        .bcdDevice = 0x0100,
+        .iManufacturer = BT_STR_MANUFACTURER,
+        .iProduct = BT_STR_PRODUCT,
+        .iSerialNumber = BT_STR_SERIAL,
+    },
+    .full = &tabvm_btlink_device_full,
+    .high = &tabvm_btlink_device_high,
+    .str = tabvm_btlink_strings,
+};
+
+/* ---- capture ------------------------------------------------------ */
+
+/* pcap, link type 201: Bluetooth HCI H4 with a direction pseudo-header */
+static const uint8_t tabvm_btlink_capture_header[] = {
+    0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0xff, 0xff, 0, 0, 201, 0, 0, 0,
+};
+
+static void tabvm_btlink_capture_record(uint8_t *rec, bool to_guest,
+                                        uint8_t type, size_t len,
+                                        uint64_t drops)
+{
+    int64_t us = qemu_clock_get_us(QEMU_CLOCK_HOST);
+
+    stl_le_p(rec, us / 1000000);
+    stl_le_p(rec + 4, us % 1000000);
+    stl_le_p(rec + 8, 4 + 1 + len);
+    stl_le_p(rec + 12, 4 + 1 + len);
+    stl_be_p(rec + 16, to_guest ? 1 : 0);   /* direction: 1 = received */
+}
+
+#define BT_CAPTURE_RECORD    20
+
+static void tabvm_btlink_capture_close(TabvmBtlinkState *s)
+{
+    if (s->capture_fd >= 0) {
+        qemu_close(s->capture_fd);
+        s->capture_fd = -1;
+    }
+}
+
+static void tabvm_btlink_capture(TabvmBtlinkState *s, bool to_guest,
+                                 uint8_t type, const uint8_t *data,
+                                 size_t len)
+{
+    uint8_t rec[BT_CAPTURE_RECORD + 1];
+
+    if (s->capture_fd < 0) {
+        return;
+    }
+    tabvm_btlink_capture_record(rec, to_guest, type, len, s->capture_drops);
+    rec[BT_CAPTURE_RECORD] = type;
+    if (qemu_write_full(s->capture_fd, rec, sizeof(rec)) != sizeof(rec) ||
+        qemu_write_full(s->capture_fd, data, len) != len) {
+        error_report("%s: writing %s failed, capture stopped: %s",
+                     TYPE_TABVM_BTLINK, s->capture, strerror(errno));
+        tabvm_btlink_capture_close(s);
+    }
+}
+
+/* ---- H4 core callbacks -------------------------------------------- */
+
+static const char *const tabvm_btlink_drop_reasons[] = {
+    [TABVM_H4_DROP_BAD_TYPE] = "byte that starts no packet",
+    [TABVM_H4_DROP_TOO_LONG] = "length over the limit",
+    [TABVM_H4_DROP_BAD_COMMAND] = "command length mismatch",
+    [TABVM_H4_DROP_NO_ROOM] = "no room towards the host",
+    [TABVM_H4_DROP_NO_SCO] = "SCO while the guest polls none",
+};
+
+static void tabvm_btlink_h4_packet(void *opaque, TabvmH4Dir dir,
+                                   uint8_t type, const uint8_t *data,
+                                   size_t len)
+{
+    TabvmBtlinkState *s = opaque;
+    bool to_guest = dir == TABVM_H4_TO_GUEST;
+
+    trace_tabvm_btlink_packet(to_guest ? "to guest" : "to host", type, len);
+    tabvm_btlink_capture(s, to_guest, type, data, len);
+}
+
+static void tabvm_btlink_h4_drop(void *opaque, TabvmH4Dir dir,
+                                 TabvmH4DropReason why,
+                                 uint8_t type, size_t len)
+{
+    TabvmBtlinkState *s = opaque;
+    const char *from = dir == TABVM_H4_TO_GUEST ? "host" : "guest";
+    const char *reason = tabvm_btlink_drop_reasons[why];
+
+    s->capture_drops++;
+    trace_tabvm_btlink_drop(from, reason, type, len);
+    qemu_log_mask(dir == TABVM_H4_TO_GUEST ? LOG_UNIMP : LOG_GUEST_ERROR,
+                  "%s: dropped from the %s: %s (type 0x%02x, %zu bytes)\n",
+                  TYPE_TABVM_BTLINK, from, reason, type, len);
+}
+
+static const TabvmH4Ops tabvm_btlink_h4_ops = {
+    .packet = tabvm_btlink_h4_packet,
+    .drop = tabvm_btlink_h4_drop,
+};
+
+/* ---- host side: the chardev --------------------------------------- */
+
+static void tabvm_btlink_wakeup(TabvmBtlinkState *s)
+{
+    if (!s->dev.attached) {
+        return;
+    }
+    if (tabvm_h4_pending(&s->h4, TABVM_H4_Q_EVENT)) {
+        usb_wakeup(s->event_in, 0);
+    }
+    if (tabvm_h4_pending(&s->h4, TABVM_H4_Q_ACL)) {
+        usb_wakeup(s->acl_in, 0);
+    }
+}
+
+static gboolean tabvm_btlink_writable(void *do_not_use, GIOCondition cond,
+                                      void *opaque);
+
+/* Writes what the ring holds until the chardev would block */
+static void tabvm_btlink_flush(TabvmBtlinkState *s)
+{
+    const uint8_t *data;
+    size_t len;
+
+    while ((len = tabvm_h4_ring_peek(&s->h4, &data)) > 0) {
+        int n = qemu_chr_fe_write(&s->chr, data, MIN(len, 4096));
+
+        if (n <= 0) {
+            break;
+        }
+        tabvm_h4_ring_consume(&s->h4, n);
+    }
+    if (tabvm_h4_ring_peek(&s->h4, &data) > 0 && !s->watch) {
+        s->watch = qemu_chr_fe_add_watch(&s->chr, G_IO_OUT | G_IO_HUP,
+                                         tabvm_btlink_writable, s);
+        if (!s->watch) {
+            /* nothing will tell us when to go on: do not hold the guest */
+            trace_tabvm_btlink_discard(s->h4.ring_used);
+            tabvm_h4_ring_consume(&s->h4, s->h4.ring_used);
+        }
+    }
+    if (s->acl_out_blocked &&
+        tabvm_h4_fits(&s->h4, TABVM_H4_ACL, BT_ACL_MAX + 4)) {
+        s->acl_out_blocked = false;
+        if (s->dev.attached) {
+            usb_wakeup(s->acl_out, 0);
+        }
+    }
+}
+
+static gboolean tabvm_btlink_writable(void *do_not_use, GIOCondition cond,
+                                      void *opaque)
+{
+    TabvmBtlinkState *s = opaque;
+
+    s->watch = 0;
+    tabvm_btlink_flush(s);
+    return G_SOURCE_REMOVE;
+}
+
+static int tabvm_btlink_can_read(void *opaque)
+{
+    TabvmBtlinkState *s = opaque;
+
+    return MIN(tabvm_h4_host_room(&s->h4), 4096);
+}
+
+static void tabvm_btlink_read(void *opaque, const uint8_t *buf, int size)
+{
+    TabvmBtlinkState *s = opaque;
+
+    tabvm_h4_host_input(&s->h4, buf, size);
+    tabvm_btlink_wakeup(s);
+}
+
+static void tabvm_btlink_reset_transport(TabvmBtlinkState *s)
+{
+    tabvm_h4_reset(&s->h4);
+    s->acl_out_blocked = false;
+    if (s->watch) {
+        g_source_remove(s->watch);
+        s->watch = 0;
+    }
+}
+
+static void tabvm_btlink_event(void *opaque, QEMUChrEvent event)
+{
+    TabvmBtlinkState *s = opaque;
+    Error *err = NULL;
+
+    switch (event) {
+    case CHR_EVENT_OPENED:
+        trace_tabvm_btlink_link(true);
+        tabvm_btlink_reset_transport(s);
+        s->connected = true;
+        if (!s->migration_blocker) {
+            error_setg(&s->migration_blocker,
+                       "%s: the link to its host controller is up, and the "
+                       "controller's state lives outside QEMU",
+                       TYPE_TABVM_BTLINK);
+            if (migrate_add_blocker(&s->migration_blocker, &err) < 0) {
+                warn_report_err(err);
+            }
+        }
+        if (!s->always_plugged && !s->dev.attached) {
+            usb_device_attach(&s->dev, &err);
+            if (err) {
+                warn_report_err(err);
+            }
+        }
+        break;
+    case CHR_EVENT_CLOSED:
+        trace_tabvm_btlink_link(false);
+        s->connected = false;
+        migrate_del_blocker(&s->migration_blocker);
+        tabvm_btlink_reset_transport(s);
+        if (!s->always_plugged && s->dev.attached) {
+            usb_device_detach(&s->dev);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- guest side: USB ---------------------------------------------- */
+
+static void tabvm_btlink_handle_control(USBDevice *dev, USBPacket *p,
+                                        int request, int value, int index,
+                                        int length, uint8_t *data)
+{
+    TabvmBtlinkState *s = TABVM_BTLINK(dev);
+    int ret;
+
+    ret = usb_desc_handle_control(dev, p, request, value, index, length, data);
+    if (ret >= 0) {
+        return;
+    }
+    switch (request) {
+    case BT_CLASS_DEVICE_OUT:
+    case ClassInterfaceOutRequest:
+        if (tabvm_h4_command(&s->h4, data, length) < 0) {
+            goto stall;
+        }
+        trace_tabvm_btlink_command(data[0] | (data[1] << 8), length);
+        tabvm_btlink_flush(s);
+        return;
+    default:
+        break;
+    }
+stall:
+    trace_tabvm_btlink_stall(request, value, index, length);
+    p->status = USB_RET_STALL;
+}
+
+/*
+ * Fills an IN packet from queue q, or NAKs. With coalesce-events=on an
+ * event transfer carries as many events (and pieces) as fit: btusb, like
+ * other USB Bluetooth hosts, reassembles the event stream by its lengths.
+ */
+static void tabvm_btlink_in(TabvmBtlinkState *s, USBPacket *p,
+                            TabvmH4Queue q, size_t max, bool coalesce)
+{
+    uint8_t buf[4096];
+    size_t room = MIN(MIN(max, p->iov.size), sizeof(buf));
+    size_t n = 0, got;
+
+    do {
+        got = tabvm_h4_take(&s->h4, q, buf + n, room - n);
+        n += got;
+    } while (coalesce && got && n < room);
+    if (n == 0) {
+        p->status = USB_RET_NAK;
+        return;
+    }
+    usb_packet_copy(p, buf, n);
+    qemu_chr_fe_accept_input(&s->chr);
+    /* the end of an event may let ACL data that came after it go */
+    if (q == TABVM_H4_Q_EVENT &&
+        tabvm_h4_pending(&s->h4, TABVM_H4_Q_ACL)) {
+        usb_wakeup(s->acl_in, 0);
+    }
+}
+
+static void tabvm_btlink_acl_out(TabvmBtlinkState *s, USBPacket *p)
+{
+    uint8_t buf[4096];
+    size_t n = p->iov.size;
+
+    if (n > sizeof(buf)) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: %zu-byte bulk OUT transfer\n",
+                      TYPE_TABVM_BTLINK, n);
+        p->status = USB_RET_STALL;
+        return;
+    }
+    if (!tabvm_h4_fits(&s->h4, TABVM_H4_ACL, n)) {
+        s->acl_out_blocked = true;
+        trace_tabvm_btlink_nak(BT_EP_ACL);
+        p->status = USB_RET_NAK;
+        return;
+    }
+    usb_packet_copy(p, buf, n);
+    tabvm_h4_guest_data(&s->h4, TABVM_H4_ACL, buf, n);
+    tabvm_btlink_flush(s);
+}
+
+static void tabvm_btlink_handle_data(USBDevice *dev, USBPacket *p)
+{
+    TabvmBtlinkState *s = TABVM_BTLINK(dev);
+
+    switch (p->ep->nr) {
+    case BT_EP_EVENT:
+        if (p->pid != USB_TOKEN_IN) {
+            break;
+        }
+        tabvm_btlink_in(s, p, TABVM_H4_Q_EVENT, BT_EVENT_MAX_PACKET,
+                        s->coalesce_events);
+        return;
+    case BT_EP_ACL:
+        if (p->pid == USB_TOKEN_IN) {
+            tabvm_btlink_in(s, p, TABVM_H4_Q_ACL, SIZE_MAX, false);
+        } else {
+            tabvm_btlink_acl_out(s, p);
+        }
+        return;
+    default:
+        break;
+    }
+    p->status = USB_RET_STALL;
+}
+
+static void tabvm_btlink_handle_reset(USBDevice *dev)
+{
+    TabvmBtlinkState *s = TABVM_BTLINK(dev);
+
+    tabvm_btlink_reset_transport(s);
+    s->sco_alt = 0;
+    tabvm_h4_set_sco_in(&s->h4, false);
+}
+
+static void tabvm_btlink_realize(USBDevice *dev, Error **errp)
+{
+    TabvmBtlinkState *s = TABVM_BTLINK(dev);
+    const TabvmH4Config cfg = {
+        .max_payload = {
+            [TABVM_H4_ACL] = BT_ACL_MAX,
+            [TABVM_H4_SCO] = BT_SCO_MAX,
+            [TABVM_H4_EVENT] = 255,
+            [TABVM_H4_ISO] = BT_ISO_MAX,
+        },
+        .queue_limit = BT_QUEUE_LIMIT,
+        .ring_size = BT_RING_SIZE,
+    };
+    Error *err = NULL;
+
+    if (!qemu_chr_fe_backend_connected(&s->chr)) {
+        error_setg(errp, "property chardev is required");
+        return;
+    }
+    s->capture_fd = -1;
+    if (s->capture) {
+        s->capture_fd = qemu_create(s->capture, O_WRONLY | O_TRUNC | O_BINARY,
+                                    0644, errp);
+        if (s->capture_fd < 0) {
+            return;
+        }
+        if (qemu_write_full(s->capture_fd, tabvm_btlink_capture_header,
+                            sizeof(tabvm_btlink_capture_header)) !=
+            sizeof(tabvm_btlink_capture_header)) {
+            error_setg_errno(errp, errno, "cannot write %s", s->capture);
+            tabvm_btlink_capture_close(s);
+            return;
+        }
+    }
+    dev->usb_desc = &tabvm_btlink_desc;
+    usb_desc_create_serial(dev);
+    usb_desc_init(dev);
+    if (!s->high_speed) {
+        dev->speedmask &= ~USB_SPEED_MASK_HIGH;
+    }
+    dev->auto_attach = 0;
+    usb_check_attach(dev, &err);
+    if (err) {
+        error_propagate(errp, err);
+        tabvm_btlink_capture_close(s);
+        return;
+    }
+    s->event_in = usb_ep_get(dev, USB_TOKEN_IN, BT_EP_EVENT);
+    s->acl_in = usb_ep_get(dev, USB_TOKEN_IN, BT_EP_ACL);
+    s->acl_out = usb_ep_get(dev, USB_TOKEN_OUT, BT_EP_ACL);
+    tabvm_h4_init(&s->h4, &cfg, &tabvm_btlink_h4_ops, s);
+    qemu_chr_fe_set_handlers(&s->chr, tabvm_btlink_can_read,
+                             tabvm_btlink_read, tabvm_btlink_event,
+                             NULL, s, NULL, true);
+    if ((s->always_plugged || qemu_chr_fe_backend_open(&s->chr)) &&
+        !dev->attached) {
+        usb_device_attach(dev, errp);
+    }
+}
+
+static void tabvm_btlink_unrealize(USBDevice *dev)
+{
+    TabvmBtlinkState *s = TABVM_BTLINK(dev);
+
+    qemu_chr_fe_deinit(&s->chr, false);
+    migrate_del_blocker(&s->migration_blocker);
+    tabvm_btlink_reset_transport(s);
+    tabvm_h4_cleanup(&s->h4);
+    tabvm_btlink_capture_close(s);
+}
+
+static int tabvm_btlink_post_load(void *opaque, int version_id)
+{
+    TabvmBtlinkState *s = opaque;
+
+    if (s->sco_alt != 0) {
+        return -EINVAL;
+    }
+    tabvm_h4_set_sco_in(&s->h4, s->sco_alt != 0);
+    return 0;
+}
+
+/*
+ * Only reachable while the link is down (see the migration blocker), when
+ * nothing is queued: the device state is the USB state and the SCO setting.
+ */
+static const VMStateDescription vmstate_tabvm_btlink = {
+    .name = TYPE_TABVM_BTLINK,
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .post_load = tabvm_btlink_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_USB_DEVICE(dev, TabvmBtlinkState),
+        VMSTATE_UINT8(sco_alt, TabvmBtlinkState),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static const Property tabvm_btlink_properties[] = {
+    DEFINE_PROP_CHR("chardev", TabvmBtlinkState, chr),
+    DEFINE_PROP_BOOL("always-plugged", TabvmBtlinkState, always_plugged,
+                     true),
+    DEFINE_PROP_BOOL("high-speed", TabvmBtlinkState, high_speed,
+                     true),
+    DEFINE_PROP_BOOL("coalesce-events", TabvmBtlinkState, coalesce_events,
+                     false),
+    DEFINE_PROP_STRING("capture", TabvmBtlinkState, capture),
+};
+
+static void tabvm_btlink_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    USBDeviceClass *uc = USB_DEVICE_CLASS(klass);
+
+    uc->realize = tabvm_btlink_realize;
+    uc->unrealize = tabvm_btlink_unrealize;
+    uc->handle_reset = tabvm_btlink_handle_reset;
+    uc->handle_control = tabvm_btlink_handle_control;
+    uc->handle_data = tabvm_btlink_handle_data;
+    uc->handle_attach = usb_desc_attach;
+    uc->product_desc = "TabVM BT Link";
+    dc->desc = "Bluetooth without SCO, always plugged, pcap capture";
+    dc->vmsd = &vmstate_tabvm_btlink;
+    device_class_set_props(dc, tabvm_btlink_properties);
+    set_bit(DEVICE_CATEGORY_NETWORK, dc->categories);
+}
+
+static const TypeInfo tabvm_btlink_info = {
+    .name = TYPE_TABVM_BTLINK,
+    .parent = TYPE_USB_DEVICE,
+    .instance_size = sizeof(TabvmBtlinkState),
+    .class_init = tabvm_btlink_class_init,
+};
+
+static void tabvm_btlink_register_types(void)
+{
+    type_register_static(&tabvm_btlink_info);
+}
+
+type_init(tabvm_btlink_register_types)
