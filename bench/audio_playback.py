@@ -7,12 +7,12 @@ Per backend one VM (TCG, ich9-intel-hda + hda-duplex at 48 kHz stereo): the gues
 agent plays a 1 kHz sine for SECONDS through snd-hda-intel. Printed:
 - underruns: the driver's own count (QOM /backend/audiodev-snd0 underruns: buffers
   the OpenSL ES callback had to pad with silence after start-up); goal 0;
-- added latency: from the host sending the play request (the guest writes at
-  once; the serial line adds ~3 ms) to the stand-in's callback for the buffer
-  holding the tone's first sample. The stand-in's WAV is a real-time timeline
-  from its first played frame, which its first callback dates; goal: at most the
-  configured buffering (count x length) plus the guest's own ALSA start (one
-  10 ms period);
+- added latency: from the guest's first write (the agent reports how long it
+  played, from its first write to the end of its drain; its answer dates the
+  end, less a few ms on the serial line) to the stand-in's callback for the
+  buffer holding the tone's first sample. The stand-in's WAV is a real-time
+  timeline from its first played frame, which its first callback dates; goal:
+  at most the configured buffering (count x length);
 - QEMU's CPU time (user + system) during the playback, and its ratio to wav.
 """
 
@@ -71,8 +71,10 @@ def run(backend: str, seconds: int, spec: Opensles | None) -> Run:
         agent = AgentClient(str(vm.agent_socket), connect_timeout=30)
         agent.wait_ready(timeout=180)
         ensure_sound_card(agent)
-        cpu0, t_send = cpu_seconds(vm.proc.pid), time.monotonic_ns()
-        agent.pcm_play(0, 0, RATE, 2, 1000, seconds * 1000)
+        cpu0 = cpu_seconds(vm.proc.pid)
+        play = agent.pcm_play(0, 0, RATE, 2, 1000, seconds * 1000)
+        # the guest's first write: its answer came ELAPSED ms after it
+        first_write_ns = time.monotonic_ns() - play.elapsed_ms * 1_000_000
         cpu = cpu_seconds(vm.proc.pid) - cpu0
         underruns = vm.qom_get("/backend/audiodev-snd0", "underruns") if spec else None
         agent.close()
@@ -88,7 +90,7 @@ def run(backend: str, seconds: int, spec: Opensles | None) -> Run:
     # the callback that follows the buffer holding the onset
     done_frames = (onset // frames_per_buffer + 1) * frames_per_buffer
     callback_ns = start_ns + done_frames * 1e9 / wav.rate
-    return Run(backend, cpu, underruns, (callback_ns - t_send) / 1e6,
+    return Run(backend, cpu, underruns, (callback_ns - first_write_ns) / 1e6,
                spec.playback.buffers * spec.playback.buffer_ms)
 
 
