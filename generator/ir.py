@@ -549,14 +549,18 @@ class AudioDirection:
 
 @dataclass(frozen=True)
 class SlesHeaders:
-    """The OpenSL ES headers (opensles/include), copied into the QEMU tree for
-    hosts without them; the NDK's own headers win where they exist."""
+    """The code the OpenSL ES drivers share: the OpenSL ES headers
+    (opensles/include), copied into the QEMU tree for hosts without them (the
+    NDK's own headers win where they exist), and the one engine."""
 
     name = "sles"
     qemu_dir = f"{GENERATED_DIR}/sles"
     include_dir = f"{GENERATED_DIR}/sles/include"
     headers = ("OpenSLES.h", "OpenSLES_Platform.h", "OpenSLES_Android.h",
                "OpenSLES_AndroidConfiguration.h")
+    # the engine every driver shares (Android allows one per process)
+    templates = (("meson.build", "opensles/sles-meson.build.j2"),
+                 ("engine.c", "opensles/engine.c.j2"), ("engine.h", "opensles/engine.h.j2"))
 
 
 SLES_HEADERS = SlesHeaders()

@@ -95,6 +95,8 @@ class Renderer:
         specs = tuple(d.spec_path for d in devices)
         ctx = {"devices": devices, "base_devices": base_devices,
                "libraries": libraries(devices),
+               "sles": SLES_HEADERS if any(isinstance(d, Opensles) for d in devices)
+               else None,
                "spec_path": ", ".join(specs) or "no specs"}
         files = [
             (f"qemu/{GENERATED_DIR}/meson.build", "qemu/meson.build.j2"),
@@ -118,9 +120,14 @@ class Renderer:
         users = tuple(d.spec_path for d in devices if isinstance(d, Opensles))
         if not users:
             return []
+        ctx = {"audio": [d for d in devices if isinstance(d, Opensles)],
+               "spec_path": ", ".join(users)}
+        base = f"qemu/{SLES_HEADERS.qemu_dir}"
         return [Output(f"qemu/{SLES_HEADERS.include_dir}/SLES/{h}",
                        (SLES_INCLUDE / h).read_text(), users, copied=True)
-                for h in SLES_HEADERS.headers]
+                for h in SLES_HEADERS.headers] + [
+            Output(f"{base}/{name}", self.render(template, **ctx), users)
+            for name, template in SLES_HEADERS.templates]
 
     def library_files(self, devices: list[Device]) -> list[Output]:
         """Code shared by several devices, rendered once if a spec needs it."""

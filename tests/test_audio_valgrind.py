@@ -19,7 +19,8 @@ from generator.ir import Opensles
 from generator.main import check, spec_files
 from glue.audio import HDA_DEVICES
 
-DRIVER = next(d for d in check(spec_files()) if isinstance(d, Opensles))
+DRIVERS = [d for d in check(spec_files()) if isinstance(d, Opensles)]
+DRIVER = DRIVERS[0]
 
 
 def test_setup_and_teardown_are_clean_under_valgrind(build_outputs, tmp_path):
@@ -32,6 +33,9 @@ def test_setup_and_teardown_are_clean_under_valgrind(build_outputs, tmp_path):
            str(build_outputs.qemu), "-M", "q35", "-S", "-display", "none", "-nodefaults",
            "-L", str(build_outputs.firmware), "-monitor", "stdio",
            "-audiodev", f"{DRIVER.qapi_name},id=snd0,library={lib}"]
+    # a second driver's audiodev shares the engine: the last one out destroys it
+    for i, other in enumerate(DRIVERS[1:]):
+        cmd += ["-audiodev", f"{other.qapi_name},id=other{i},library={lib}"]
     for dev in HDA_DEVICES:
         cmd += ["-device", dev]
     proc = subprocess.run(cmd, input="quit\n", capture_output=True, text=True,

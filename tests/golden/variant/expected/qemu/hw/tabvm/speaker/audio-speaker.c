@@ -36,6 +36,7 @@
 #include "qapi/error.h"
 #include "qom/object.h"
 #include "audio/audio.h"
+#include "hw/tabvm/sles/engine.h"
 
 #define AUDIO_CAP "speaker"
 #include "audio/audio_int.h"
@@ -49,17 +50,10 @@
 typedef AudiodevSpeakerOptions SlesOptions;
 typedef AudiodevSpeakerPerDirectionOptions SlesPdo;
 
-typedef SLresult (*SlesCreateEngine)(SLObjectItf *engine,
-                                    SLuint32 num_options,
-                                    const SLEngineOption *options,
-                                    SLuint32 num_interfaces,
-                                    const SLInterfaceID *ids,
-                                    const SLboolean *required);
-
 /* What the driver uses of the library, however it was found */
 typedef struct {
     void *handle;
-    SlesCreateEngine create_engine;
+    TabvmSlesCreateEngine create_engine;
     SLInterfaceID iid_engine;
     SLInterfaceID iid_play;
     SLInterfaceID iid_record;
@@ -512,7 +506,7 @@ static void sles_destroy(SlesState *s)
         (*s->mix_obj)->Destroy(s->mix_obj);
     }
     if (s->engine_obj) {
-        (*s->engine_obj)->Destroy(s->engine_obj);
+        tabvm_sles_engine_put();
     }
     sles_unload(&s->api);
     g_free(s);
@@ -544,10 +538,8 @@ static void *sles_audio_init(Audiodev *dev, Error **errp)
         g_free(s);
         return NULL;
     }
-    if (!sles_ok(s->api.create_engine(&s->engine_obj, 0, NULL, 0, NULL, NULL),
-                 "slCreateEngine", errp) ||
-        !sles_ok((*s->engine_obj)->Realize(s->engine_obj, SL_BOOLEAN_FALSE),
-                 "Realize (engine)", errp) ||
+    s->engine_obj = tabvm_sles_engine_get(s->api.create_engine, errp);
+    if (!s->engine_obj ||
         !sles_ok((*s->engine_obj)->GetInterface(s->engine_obj,
                                                 s->api.iid_engine,
                                                 &s->engine),
