@@ -35,3 +35,21 @@ def build_outputs():
 def guest_image():
     from tabvm.guest import build_guest
     return build_guest(progress=lambda msg: print("guest:", msg))
+
+
+@pytest.fixture(scope="session")
+def agent_bin(tmp_path_factory):
+    """The static guest agent, built for this host."""
+    from tabvm import guest
+    path = tmp_path_factory.mktemp("agent") / "tabvm-agent"
+    guest.compile_agent(path)
+    return path
+
+
+@pytest.fixture
+def real_agent(agent_bin):
+    """(client, process) of the real agent serving a pty."""
+    from fake_agent import PtyAgents
+    agents = PtyAgents()
+    yield agents.start(agent_bin)
+    agents.stop()

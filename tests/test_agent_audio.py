@@ -24,22 +24,18 @@ from __future__ import annotations
 import array
 import dataclasses
 import math
-import os
 import random
 import re
 import socket
 import subprocess
-import threading
 import time
-import tty
 import wave
-
-from audio_analysis import tone_frequency
 from pathlib import Path
 
 import pytest
 
-from fake_agent import FakeAgent
+from audio_analysis import tone_frequency
+from fake_agent import FakeAgent, PtyAgents, compile_with_fakes
 from glue.agent_client import (AgentClient, AgentError, CtlElem, PcmPlayResult,
                                PcmRecordResult, _parse_ctl_list, _parse_ctl_values,
                                _parse_pcm_play, _parse_pcm_record)
@@ -272,33 +268,6 @@ def test_client_limits_are_inclusive():
 
 
 # -- the real agent on a pty ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def agent_bin(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("agent") / "tabvm-agent"
-    guest.compile_agent(path)
-    return path
-
-
-def run_on_pty(binary: Path, env: dict[str, str] | None = None):
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    proc = subprocess.Popen([str(binary), os.ttyname(slave)],
-                            env={**os.environ, **(env or {})})
-    client = AgentClient(master)
-    client.wait_ready(timeout=20)
-    return master, slave, proc, client
-
-
-@pytest.fixture
-def real_agent(agent_bin):
-    master, slave, proc, client = run_on_pty(agent_bin)
-    yield client, proc
-    proc.kill()
-    proc.wait()
-    os.close(master)
-    os.close(slave)
 
 
 BAD_REQUESTS = [
@@ -791,19 +760,10 @@ int fake_ioctl(int fd, unsigned long req, ...);
 @pytest.fixture(scope="module")
 def fake_agent_bin(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("fake-alsa")
-    fake, wrapper, binary = d / "fake_alsa.c", d / "agent_fakes.c", d / "agent-fake-alsa"
+    fake, wrapper = d / "fake_alsa.c", d / "agent_fakes.c"
     fake.write_text(FAKE_ALSA)
     wrapper.write_text(AGENT_WITH_FAKES)
-    cmd = ["gcc", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-           "-fno-omit-frame-pointer", "-Wall", "-Wno-unused-function",
-           f'-DAGENT_C="{guest.AGENT_SRC}"', "-o", str(binary), str(wrapper), str(fake), "-lm"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode and "sanitize" in proc.stderr:
-        pytest.skip(f"no sanitizer runtime: {proc.stderr[-300:]}")
-    if proc.returncode and "sound/asound.h" in proc.stderr:
-        pytest.skip("no <sound/asound.h> on the host (Debian package linux-libc-dev)")
-    assert proc.returncode == 0, proc.stderr
-    return binary
+    return compile_with_fakes(d / "agent-fake-alsa", [wrapper, fake], libs=["-lm"])
 
 
 @dataclasses.dataclass
@@ -824,24 +784,18 @@ class Fake:
 @pytest.fixture
 def fake_alsa(fake_agent_bin, tmp_path):
     """start(**env) -> Fake: the agent with a simulated ALSA kernel."""
-    started = []
+    agents, logs = PtyAgents(), []
 
     def start(**env: str) -> Fake:
-        log, out = tmp_path / f"fake{len(started)}.log", tmp_path / f"out{len(started)}.raw"
+        log, out = tmp_path / f"fake{len(logs)}.log", tmp_path / f"out{len(logs)}.raw"
+        logs.append(log)
         env = {"FAKE_LOG": str(log), "FAKE_PCM_OUT": str(out),
                "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1", **env}
-        master, slave, proc, client = run_on_pty(fake_agent_bin, env)
-        started.append((master, slave, proc))
+        client, proc = agents.start(fake_agent_bin, env)
         return Fake(client, proc, log, out)
 
     yield start
-    for master, slave, proc in started:
-        alive = proc.poll() is None
-        proc.kill()
-        proc.wait()
-        os.close(master)
-        os.close(slave)
-        assert alive, f"the agent died (exit {proc.returncode})"
+    assert agents.stop() == []
 
 
 def expected_sine(n: int, rate: int, freq: int, permille: int) -> list[float]:

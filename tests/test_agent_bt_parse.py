@@ -16,21 +16,16 @@ lescan, hcirtt, l2send) and their host client methods, all on the host:
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import threading
 import time
-import tty
 from pathlib import Path
 
 import pytest
 
-from fake_agent import FakeAgent
-from glue.agent_client import (AgentClient, AgentError, HciCmdResult, HciDev, HciInfo,
+from fake_agent import FakeAgent, PtyAgents, compile_with_fakes
+from glue.agent_client import (AgentError, HciCmdResult, HciDev, HciInfo,
                                L2SendResult, LeAdvert, _parse_hci_cmd, _parse_hci_info,
                                _parse_hci_list, _parse_l2_send, _parse_le_scan, _parse_rtt)
-from tabvm import guest
 
 # -- parsers -------------------------------------------------------------------
 
@@ -233,33 +228,6 @@ def host_has_bluetooth() -> bool:
         return True
     except OSError:
         return False
-
-
-@pytest.fixture(scope="module")
-def agent_bin(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("agent") / "tabvm-agent"
-    guest.compile_agent(path)
-    return path
-
-
-def run_on_pty(binary: Path, env: dict[str, str] | None = None):
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    proc = subprocess.Popen([str(binary), os.ttyname(slave)],
-                            env={**os.environ, **(env or {})})
-    client = AgentClient(master)
-    client.wait_ready(timeout=20)
-    return master, slave, proc, client
-
-
-@pytest.fixture
-def real_agent(agent_bin):
-    master, slave, proc, client = run_on_pty(agent_bin)
-    yield client, proc
-    proc.kill()
-    proc.wait()
-    os.close(master)
-    os.close(slave)
 
 
 @pytest.mark.skipif(host_has_bluetooth(), reason="the host kernel has AF_BLUETOOTH")
@@ -888,38 +856,25 @@ int main(int argc, char **argv)
 @pytest.fixture(scope="module")
 def fake_agent_bin(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("fake-bt")
-    src, binary = d / "fake_kernel.c", d / "agent-fake-bt"
+    src = d / "fake_kernel.c"
     src.write_text(FAKE_KERNEL)
-    cmd = ["gcc", "-g", "-O1", "-pthread", "-fsanitize=address,undefined",
-           "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-Wall", "-Wno-unused-function",
-           f'-DAGENT_C="{guest.AGENT_SRC}"', "-o", str(binary), str(src)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode and "sanitize" in proc.stderr:
-        pytest.skip(f"no sanitizer runtime: {proc.stderr[-300:]}")
-    assert proc.returncode == 0, proc.stderr
-    return binary
+    return compile_with_fakes(d / "agent-fake-bt", [src], flags=["-pthread"])
 
 
 @pytest.fixture
 def fake_bt(fake_agent_bin, tmp_path):
     """start(**env) -> (client, proc, log path); the agent with a simulated kernel."""
-    started = []
+    agents, logs = PtyAgents(), []
 
     def start(**env: str):
-        log = tmp_path / f"fake{len(started)}.log"
+        log = tmp_path / f"fake{len(logs)}.log"
+        logs.append(log)
         env = {"FAKE_LOG": str(log), "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1", **env}
-        master, slave, proc, client = run_on_pty(fake_agent_bin, env)
-        started.append((master, slave, proc))
+        client, proc = agents.start(fake_agent_bin, env)
         return client, proc, log
 
     yield start
-    for master, slave, proc in started:
-        alive = proc.poll() is None
-        proc.kill()
-        proc.wait()
-        os.close(master)
-        os.close(slave)
-        assert alive, f"the agent died (exit {proc.returncode})"
+    assert agents.stop() == []
 
 
 def log_lines(log: Path) -> list[str]:

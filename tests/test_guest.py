@@ -25,13 +25,6 @@ from tabvm import guest
 # -- the agent on the host, over a pty pair -------------------------------------
 
 
-@pytest.fixture(scope="session")
-def agent_bin(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("agent") / "tabvm-agent"
-    guest.compile_agent(path)
-    return path
-
-
 @pytest.fixture
 def pty_agent(agent_bin):
     """(master fd, agent process) with the agent serving the pty's slave side."""
