@@ -39,8 +39,7 @@ from glue.agent_client import AgentClient  # noqa: E402
 from glue.bt_backend import (DEFAULT_ADVERTISER_ADDRESS,  # noqa: E402
                              DEFAULT_CONTROLLER_ADDRESS, BtBackend)
 from glue.bt_peer import DEFAULT_PSM, BtPeer  # noqa: E402
-from glue.profile import (BT_CHARDEV_ID, bt_device, builtin_profile,  # noqa: E402
-                          default_outputs)
+from glue.profile import BT_CHARDEV_ID, builtin_profile, default_outputs  # noqa: E402
 from glue.qemu import Qemu  # noqa: E402
 from glue.runtime import new_runtime_dir  # noqa: E402
 from tabvm.guest import build_guest  # noqa: E402
@@ -85,9 +84,8 @@ def guest(count: int, total: int, sdus: list[int], **props: str) -> Result:
     rundir = new_runtime_dir("bench-bt-guest")
     backend = BtBackend.parse("bumble")
     config = builtin_profile(default_outputs(), image.vmlinux, image.initrd, "tcg",
-                             touch=False, bt_chardev=backend.chardev(BT_CHARDEV_ID, rundir))
-    config = dataclasses.replace(config, devices=tuple(
-        bt_device(**props) if d == bt_device() else d for d in config.devices))
+                             touch=False, bt_chardev=backend.chardev(BT_CHARDEV_ID, rundir),
+                             bt_props=props)
     with backend.start(rundir, advertiser_name="bench"), Qemu(config, rundir) as vm:
         agent = AgentClient(str(vm.agent_socket), connect_timeout=30)
         agent.wait_ready(timeout=180)

@@ -48,7 +48,7 @@ TOUCH_DEVICE = "tabvm-touchscreen,id=touch,bus=xhci.0"
 BT_CHARDEV_ID = "bt"
 
 
-def bt_device(capture: Path | None = None, **props: str) -> str:
+def bt_device(capture: Path | None = None, **props: object) -> str:
     """The Bluetooth controller on the xHCI bus, fed by chardev ``bt``; ``capture``
     writes its HCI traffic to a file, ``props`` sets other device properties."""
     dev = f"tabvm-bluetooth,id=bt,bus=xhci.0,chardev={BT_CHARDEV_ID}"
@@ -59,10 +59,12 @@ def bt_device(capture: Path | None = None, **props: str) -> str:
 
 def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: str,
                     memory: str = "512M", touch: bool = True,
-                    bt_chardev: str | None = None, audiodev: str | None = None,
+                    bt_chardev: str | None = None,
+                    bt_props: dict[str, object] | None = None, audiodev: str | None = None,
                     env: tuple[tuple[str, str], ...] = ()) -> VmConfig:
     """The test guest with the battery, (``touch``) the touchscreen and, given its
-    ``-chardev`` options (``bt_chardev``, with ``id=bt``), the Bluetooth controller;
+    ``-chardev`` options (``bt_chardev``, with ``id=bt``), the Bluetooth controller
+    (``bt_props``: its properties, see ``bt_device``);
     given ``-audiodev`` options (``glue.audio.audiodev``), the sound card on it.
     ``env`` is added to QEMU's environment."""
     outputs.check()
@@ -73,7 +75,7 @@ def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: st
         acpi_tables=(outputs.aml("battery"),),
         chardevs=(bt_chardev,) if bt_chardev else (),
         devices=("tabvm-battery,id=battery", *usb, *((TOUCH_DEVICE,) if touch else ()),
-                 *((bt_device(),) if bt_chardev else ()),
+                 *((bt_device(**(bt_props or {})),) if bt_chardev else ()),
                  *(HDA_DEVICES if audiodev else ())),
         extra=("-audiodev", audiodev) if audiodev else (),
         env=env,

@@ -22,7 +22,7 @@ from generator.main import check, spec_files
 from glue.agent_client import AgentClient, AgentError
 from glue.bt_backend import (DEFAULT_ADVERTISER_ADDRESS, DEFAULT_ADVERTISER_NAME,
                              DEFAULT_CONTROLLER_ADDRESS, BtBackend)
-from glue.profile import BT_CHARDEV_ID, bt_device, builtin_profile
+from glue.profile import BT_CHARDEV_ID, builtin_profile
 from glue.qemu import Qemu, QemuError
 from glue.runtime import new_runtime_dir
 
@@ -42,13 +42,12 @@ class World:
         self.capture = rundir / "bt.btsnoop"
         self.peer = None
         self.start_peer()
+        # the controller writes a btsnoop capture of its HCI traffic
         config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd,
                                  "tcg", touch=False,
-                                 bt_chardev=self.backend.chardev(BT_CHARDEV_ID, rundir))
-        # the same controller, writing a btsnoop capture of its HCI traffic
-        devices = tuple(bt_device(self.capture, **props) if d == bt_device() else d
-                        for d in config.devices)
-        self.vm = Qemu(config.__class__(**{**config.__dict__, "devices": devices}), rundir)
+                                 bt_chardev=self.backend.chardev(BT_CHARDEV_ID, rundir),
+                                 bt_props={"capture": self.capture, **props})
+        self.vm = Qemu(config, rundir)
         self.vm.start()
         self.agent = AgentClient(str(self.vm.agent_socket), connect_timeout=30)
         self.agent.wait_ready(timeout=180)
