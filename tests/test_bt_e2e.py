@@ -19,11 +19,11 @@ import pytest
 
 from generator.ir import Hci
 from generator.main import check, spec_files
-from glue.agent_client import AgentClient, AgentError
+from glue.agent_client import AgentClient
 from glue.bt_backend import (DEFAULT_ADVERTISER_ADDRESS, DEFAULT_ADVERTISER_NAME,
                              DEFAULT_CONTROLLER_ADDRESS, BtBackend)
 from glue.profile import BT_CHARDEV_ID, builtin_profile
-from glue.qemu import Qemu, QemuError
+from glue.qemu import Qemu
 from glue.runtime import new_runtime_dir
 
 pytestmark = pytest.mark.e2e

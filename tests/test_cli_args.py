@@ -15,6 +15,7 @@ from tabvm.cli import parser
     (["run", "--bt", "bluez"], "expected one of bumble, unix:PATH, tcp:HOST:PORT, hci:N"),
     (["demo", "--bt", "hci:x"], "expected one of"),
     (["run", "--bt", "tcp:localhost:0"], "port 0"),
+    (["run", "--audio", "pulse"], "invalid choice: 'pulse'"),
 ])
 def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -12,7 +12,6 @@ import ctypes
 import random
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
