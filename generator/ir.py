@@ -630,3 +630,153 @@ class Opensles(Device):
     @property
     def libraries(self) -> tuple:
         return ()
+
+
+@dataclass(frozen=True)
+class Psi:
+    """A Linux PSI trigger on the memory pressure file."""
+
+    kind: str                 # some | full
+    stall_ms: int
+    window_ms: int
+
+    @property
+    def trigger(self) -> str:
+        """What is written to /proc/pressure/memory (microseconds)."""
+        return f"{self.kind} {self.stall_ms * 1000} {self.window_ms * 1000}"
+
+
+@dataclass(frozen=True)
+class BalloonLevel:
+    name: str
+    psi: Psi | None
+    meminfo_available_pct: int | None
+    lmkd_margin_mib: int | None
+    am_threshold_pct: int | None
+    trim_memory: tuple[str, ...]
+    background_keep_mib: int | None   # None: no balloon
+    foreground_keep_mib: int | None
+
+    @property
+    def c_psi_trigger(self) -> str:
+        return string_literal(self.psi.trigger) if self.psi else "NULL"
+
+
+@dataclass(frozen=True)
+class BalloonReason:
+    name: str                 # as QMP events print it
+    doc: str
+
+    @property
+    def c_name(self) -> str:
+        return self.name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Balloon(Device):
+    """An automatic ballooning policy: a user-creatable QEMU object driving a
+    virtio-balloon device, with its decision in a QEMU-free C function."""
+
+    stats_interval_s: int
+    ram_mib: int
+    min_size_mib: int
+    emergency_available_mib: int
+    emergency_deflate_mib: int
+    pressure_hold_s: int
+    inflate_max_mib: int
+    inflate_min_mib: int
+    stall_mib_per_s: int
+    stall_backoff_mib: int
+    deflate_max_mib: int
+    level_down_delay_s: int
+    own_adj: int
+    levels: tuple[BalloonLevel, ...]
+
+    REASONS = (
+        BalloonReason("steady", "the target did not change"),
+        BalloonReason("host-pressure", "inflating: the guest has more available memory "
+                      "than the host's pressure level lets it keep"),
+        BalloonReason("relief", "deflating: the host's pressure went down"),
+        BalloonReason("foreground", "deflating: the VM is in the foreground"),
+        BalloonReason("guest-need", "deflating: the guest has less available memory "
+                      "than it may keep"),
+        BalloonReason("guest-pressure", "deflating at once: the guest is short of "
+                      "memory (available memory under the emergency floor, OOM kills, "
+                      "allocation stalls, or the guest deflated on its own)"),
+        BalloonReason("stall", "backing off: the guest inflated slower than the stall "
+                      "rate"),
+    )
+
+    @property
+    def summary(self) -> str:
+        return f"-object {self.qom_type}"
+
+    @property
+    def kconfig_depends(self) -> tuple[str, ...]:
+        return ("VIRTIO_BALLOON",)
+
+    @property
+    def policy_c_file(self) -> str:
+        return "policy.c"
+
+    @property
+    def policy_header(self) -> str:
+        return "policy.h"
+
+    @property
+    def c_sources(self) -> tuple[str, ...]:
+        return (self.c_file, self.policy_c_file)
+
+    @property
+    def policy_prefix(self) -> str:
+        """C names of the pure decision function and its types."""
+        return self.c_prefix
+
+    @property
+    def c_levels(self) -> str:
+        return f"{self.c_macro}_LEVELS"
+
+    @property
+    def qapi_event(self) -> str:
+        return self.c_macro + "_DECISION"
+
+    @property
+    def qapi_event_c(self) -> str:
+        """The C function QAPI generates for the event."""
+        return "qapi_event_send_" + self.qapi_event.lower()
+
+    @property
+    def qapi_properties(self) -> str:
+        """Its QAPI struct of -object / object-add properties."""
+        return self.c_type + "Properties"
+
+    @property
+    def qapi_reason(self) -> str:
+        return self.c_type + "Reason"
+
+    @property
+    def qapi_reason_c(self) -> str:
+        """QAPI's C enum constant prefix for the reasons."""
+        return "".join("_" + c if c.isupper() and i else c
+                       for i, c in enumerate(self.qapi_reason)).upper()
+
+    def _c_keep(self, mib: int | None) -> str:
+        return f"{self.c_macro}_NO_BALLOON" if mib is None else f"{mib} * MiB"
+
+    @property
+    def c_keeps(self) -> tuple[tuple[str, str, str], ...]:
+        """Per level: name, background keep and foreground keep as C."""
+        return tuple((lv.name, self._c_keep(lv.background_keep_mib),
+                      self._c_keep(lv.foreground_keep_mib)) for lv in self.levels)
+
+    @property
+    def level_names(self) -> str:
+        return ", ".join(lv.name for lv in self.levels)
+
+    @property
+    def psi_levels(self) -> tuple[tuple[int, BalloonLevel], ...]:
+        return tuple((i, lv) for i, lv in enumerate(self.levels) if lv.psi)
+
+    @property
+    def min_window_ms(self) -> int:
+        return min((lv.psi.window_ms for _, lv in self.psi_levels), default=1000)

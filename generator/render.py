@@ -13,7 +13,8 @@ from typing import Any
 
 import jinja2
 
-from .ir import GENERATED_DIR, H4_CORE, SLES_HEADERS, Battery, Device, Hci, Multitouch, Opensles
+from .ir import (GENERATED_DIR, H4_CORE, SLES_HEADERS, Balloon, Battery, Device, Hci, Multitouch,
+                 Opensles)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 SLES_INCLUDE = TEMPLATES.parent / "opensles" / "include" / "SLES"
@@ -21,6 +22,10 @@ SLES_INCLUDE = TEMPLATES.parent / "opensles" / "include" / "SLES"
 AUDIO_HOOKS = ("qapi-audio-options.json", "qapi-audio-driver.json", "qapi-audio-branch.json",
                "audio-template-pdo.h", "audio-create-pdos.c", "audio-drivers.meson",
                "audiodev-help.hx", "audiodev-doc.hx")
+# ... and into QEMU's QAPI modules: the ballooning policies' events and -object types
+BALLOON_HOOKS = ("qapi-machine-balloon.json", "qapi-qom-balloon-properties.json",
+                 "qapi-qom-balloon-type.json", "qapi-qom-balloon-branch.json",
+                 "vl-balloon-delayed.c")
 DEVICE_CONFIG = "tabvm"
 DEVICE_CONFIG_PATH = f"configs/devices/x86_64-softmmu/{DEVICE_CONFIG}.mak"
 
@@ -84,6 +89,13 @@ class Renderer:
                 (f"{base}/{d.c_file}", "opensles/driver.c.j2"),
                 (f"{base}/trace-events", "opensles/trace-events.j2"),
             ]
+        if isinstance(d, Balloon):
+            files += [
+                (f"{base}/{d.c_file}", "balloon/object.c.j2"),
+                (f"{base}/{d.policy_c_file}", "balloon/policy.c.j2"),
+                (f"{base}/{d.policy_header}", "balloon/policy.h.j2"),
+                (f"{base}/trace-events", "balloon/trace-events.j2"),
+            ]
         if isinstance(d, Hci):
             files += [
                 (f"{base}/{d.c_file}", "hci/device.c.j2"),
@@ -113,6 +125,13 @@ class Renderer:
             outputs.append(Output(f"hooks/{name}", self.render(f"opensles/hooks/{name}.j2",
                                                                 **audio_ctx),
                                   tuple(d.spec_path for d in audio)))
+        balloons = [d for d in devices if isinstance(d, Balloon)]
+        balloon_ctx = {"balloons": balloons,
+                       "spec_path": ", ".join(d.spec_path for d in balloons) or "no specs"}
+        for name in BALLOON_HOOKS:
+            outputs.append(Output(f"hooks/{name}",
+                                  self.render(f"balloon/hooks/{name}.j2", **balloon_ctx),
+                                  tuple(d.spec_path for d in balloons)))
         return outputs
 
     def sles_headers(self, devices: list[Device]) -> list[Output]:

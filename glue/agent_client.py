@@ -13,6 +13,7 @@ responses to other IDs (left over from a timed-out call) are discarded.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -21,9 +22,9 @@ import socket
 import time
 from typing import NamedTuple, Sequence
 
-__all__ = ["AgentClient", "AgentError", "AgentTimeout", "CtlElem", "HciCmdResult", "HciDev",
-           "HciInfo", "InputEvent", "L2SendResult", "LeAdvert", "PcmPlayResult",
-           "PcmRecordResult", "ShResult"]
+__all__ = ["AgentClient", "AgentError", "AgentTimeout", "CtlElem", "GuestMem", "HciCmdResult",
+           "HciDev", "HciInfo", "InputEvent", "L2SendResult", "LeAdvert", "MemHogStat",
+           "PcmPlayResult", "PcmRecordResult", "ShResult"]
 
 _HEADER = re.compile(rb"(\d{1,20}) (ok|err) (\d{1,8})")
 _MAX_PAYLOAD = 2 * 1024 * 1024
@@ -56,6 +57,10 @@ PCM_SLACK_S = 5.0                   # the agent gives up MS + this after the ver
 PCM_ANALYSIS_S = 30.0               # pcmrec's frequency fit, generously for TCG
 CTL_MAX_NUMID = 0xFFFF_FFFF
 CTL_MAX_VALUES = 128                # values (channels) of one control element
+# Limits of the agent's memhog verb (it also refuses MIB above 4 x the guest's MemTotal).
+MEMHOG_MAX_MIB = 1 << 40
+MEMHOG_MAX_RATE = 1 << 20           # MiB/s
+MEMHOG_KILL_WAIT_S = 10.0           # the agent's wait for a SIGKILLed memhog child
 
 
 class AgentError(Exception):
@@ -181,6 +186,44 @@ class CtlElem(NamedTuple):
     @property
     def writable(self) -> bool:
         return "w" in self.access
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestMem:
+    """``mem``: the guest's memory in bytes, from /proc/meminfo and /proc/vmstat."""
+
+    total: int                # MemTotal
+    free: int                 # MemFree
+    available: int            # MemAvailable
+    cached: int               # Cached
+    buffers: int              # Buffers
+    shmem: int                # Shmem
+    anon: int                 # AnonPages
+    balloon: int | None       # (balloon_inflate - balloon_deflate) pages; None: not counted
+    oom_kills: int | None     # vmstat oom_kill (a count, not bytes); None: not counted
+
+
+@dataclasses.dataclass(frozen=True)
+class MemHogStat:
+    """``memhogstat``: the latest memhog child of the agent."""
+
+    pid: int                  # 0 if none was started
+    touched: int              # bytes written so far (as the child last published it)
+    target: int               # bytes it allocates
+    done: bool                # every page written
+    alive: bool               # still runs
+    status: str               # none, running, "exited N", "killed SIGNAME", stopped
+                              # (ended by memhog/memhog_stop), unknown
+
+    @property
+    def exit_code(self) -> int | None:
+        """N of ``exited N``, else None."""
+        return int(self.status[7:]) if self.status.startswith("exited ") else None
+
+    @property
+    def signal(self) -> str | None:
+        """SIGNAME of ``killed SIGNAME`` (e.g. "KILL": the guest's OOM killer), else None."""
+        return self.status[7:] if self.status.startswith("killed ") else None
 
 
 class AgentClient:
@@ -499,6 +542,37 @@ class AgentClient:
                 self.ctl_set(card, e.numid, e.max, timeout=timeout)
         return self.ctl_list(card, timeout=timeout)
 
+    # -- memory (ballooning) -------------------------------------------------
+
+    def mem(self, timeout: float = 10.0) -> GuestMem:
+        """The guest's memory counters (``mem``), in bytes."""
+        return _parse_mem(self.call("mem", timeout=timeout))
+
+    def memhog(self, mib: int, rate: int = 0, timeout: float = MEMHOG_KILL_WAIT_S + 20.0
+               ) -> int:
+        """Starts a guest process that allocates ``mib`` MiB and writes every page,
+        at ``rate`` MiB/s (0: as fast as it can), then holds the memory; it
+        replaces (kills) the one started before. Returns at once with its pid;
+        :meth:`memhog_stat` shows the progress."""
+        _check_int(mib, 1, MEMHOG_MAX_MIB, "mib")
+        _check_int(rate, 0, MEMHOG_MAX_RATE, "rate (MiB/s)")
+        text = self.call("memhog", str(mib), str(rate), timeout=timeout)
+        if not re.fullmatch(r"[1-9]\d{0,9}", text, re.ASCII):
+            raise AgentError(f"memhog: malformed answer {text[:80]!r}")
+        return int(text)
+
+    def memhog_stop(self, timeout: float = MEMHOG_KILL_WAIT_S + 20.0) -> int | None:
+        """Ends the memhog process, freeing its memory; returns its pid, None if
+        none was running."""
+        text = self.call("memhog", "0", timeout=timeout)
+        if not re.fullmatch(r"0|[1-9]\d{0,9}", text, re.ASCII):
+            raise AgentError(f"memhog: malformed answer {text[:80]!r}")
+        return int(text) or None
+
+    def memhog_stat(self, timeout: float = 10.0) -> MemHogStat:
+        """The progress and fate of the latest memhog process (``memhogstat``)."""
+        return _parse_memhog_stat(self.call("memhogstat", timeout=timeout))
+
     # -- plumbing ----------------------------------------------------------
 
     def _send(self, verb: str, args: tuple[str, ...], deadline: float) -> str:
@@ -777,6 +851,43 @@ def _parse_ctl_list(text: str) -> list[CtlElem]:
                              int(count), vals, int(lo), int(hi), int(step), int(index),
                              int(device), name))
     return elems
+
+
+_U64 = r"(0|[1-9]\d{0,19})"
+_MEM = re.compile(
+    rf"total={_U64} free={_U64} available={_U64} cached={_U64} buffers={_U64} "
+    rf"shmem={_U64} anon={_U64} balloon=(-1|0|[1-9]\d{{0,19}}) "
+    rf"oom_kills=(-1|0|[1-9]\d{{0,19}})", re.ASCII)
+_MEMHOG_STAT = re.compile(
+    rf"pid=(0|[1-9]\d{{0,9}}) touched_kib={_U64} target_kib={_U64} done=([01]) alive=([01]) "
+    r"status=(none|running|stopped|unknown|exited (?:0|[1-9]\d{0,2})|killed [A-Z0-9]{1,8})",
+    re.ASCII)
+
+
+def _parse_mem(text: str) -> GuestMem:
+    """Parses mem's ``total=KIB ... balloon=KIB|-1 oom_kills=N|-1``."""
+    m = _MEM.fullmatch(text)
+    if not m:
+        raise AgentError(f"mem: malformed answer {text[:300]!r}")
+    *kib, balloon, ooms = (int(g) for g in m.groups())
+    return GuestMem(*(k * 1024 for k in kib), None if balloon < 0 else balloon * 1024,
+                    None if ooms < 0 else ooms)
+
+
+def _parse_memhog_stat(text: str) -> MemHogStat:
+    """Parses memhogstat's ``pid=P touched_kib=T target_kib=X done=D alive=A status=S``."""
+    m = _MEMHOG_STAT.fullmatch(text)
+    if m:
+        pid, touched, target, done, alive = (int(g) for g in m.groups()[:5])
+        status = m.group(6)
+        st = MemHogStat(pid, touched * 1024, target * 1024, done == 1, alive == 1, status)
+        # alive exactly while running; pid 0 exactly when none was started;
+        # never more touched than the target (a started child has a target)
+        if (st.alive == (status == "running") and (pid == 0) == (status == "none")
+                and touched <= target and (pid == 0 or target > 0)
+                and (not st.done or touched == target)):
+            return st
+    raise AgentError(f"memhogstat: malformed answer {text[:300]!r}")
 
 
 def _check_word(value: str, what: str) -> None:

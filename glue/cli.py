@@ -16,12 +16,18 @@ from tabvm.guest import GuestBuildError
 from .accel import select_accel, wait_for_console
 from .audio import AUDIODEV_ID, audiodev, ensure_sound_card, standin_env
 from .agent_client import AgentClient, AgentError
+from .balloon import (PRESSURE_SOCKET, PSI_MEMORY, BalloonBridge, LinuxHostAdapter,
+                      PolicyLink, PolicyLinkError, levels_from_spec, psi_usable)
 from .battery_bridge import BatteryBridge
 from .bt_backend import BtBackend
 from .bt_peer import BtPeerError
+from .host_events import HostEventServer
+from .host_events import request as host_event
+from .host_events import socket_path as socket_path_of
 from .evdev import INPUT_PROP_DIRECT, contact_frames, input_devices
 from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
-from .profile import BT_CHARDEV_ID, READY_MARKER, BuildOutputs, ProfileError, builtin_profile
+from .profile import (BT_CHARDEV_ID, POLICY_PATH, READY_MARKER, BalloonSetup, BuildOutputs,
+                      ProfileError, builtin_profile)
 from .qemu import Qemu, QemuError, VmConfig
 from .qmp_input import mtt, touch_frame
 from .runtime import new_runtime_dir
@@ -56,6 +62,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="the sound card's backend: opensles (Android's OpenSL ES; on a "
                    "desktop host the project's test stand-in), wav (a file), or none "
                    "(run: none, demo: opensles)")
+    p.add_argument("--balloon", choices=["on", "off"], default="on",
+                   help="automatic ballooning (devspecs/balloon.yaml): virtio-balloon "
+                   "driven by the policy object in QEMU, fed by the host's memory "
+                   "pressure and by host events on RUNDIR/host-events.sock")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: run until Ctrl-C; "
                    "demo: 30)")
@@ -120,8 +130,9 @@ def _probe_kvm(config_for: Callable[[str], VmConfig]) -> bool:
     full = config_for("kvm")
     # no device that needs a host-side peer: just the boot
     config = dataclasses.replace(full, append=full.append.replace(" quiet", ""),
-                                 chardevs=(), devices=tuple(d for d in full.devices
-                                                            if "chardev=" not in d))
+                                 chardevs=(), objects=(),
+                                 devices=tuple(d for d in full.devices
+                                               if "chardev=" not in d))
     vm = Qemu(config, rundir)
     _log("accel", probe="booting the test guest under KVM once for this host boot")
     try:
@@ -167,14 +178,46 @@ def _config(args: argparse.Namespace, rundir: Path,
     image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
 
     sound, env = _audio(args, outputs, rundir)
+    balloon = _balloon_setup(args, rundir)
 
     def config_for(accel: str) -> VmConfig:
         # the unpacked ELF kernel boots about twice as fast under TCG (PVH entry)
         return builtin_profile(outputs, image.vmlinux, image.initrd, accel, args.memory,
-                               bt_chardev=bt_chardev, audiodev=sound, env=env)
+                               bt_chardev=bt_chardev, audiodev=sound, balloon=balloon,
+                               env=env)
 
     accel = select_accel(args.accel, probe=lambda: _probe_kvm(config_for))
     return config_for(accel)
+
+
+def _balloon_setup(args: argparse.Namespace, rundir: Path) -> BalloonSetup | None:
+    """virtio-balloon and the policy object; the policy sets its own PSI triggers
+    where the host lets it (else the glue's adapters are its only host input)."""
+    if args.balloon == "off":
+        return None
+    why = psi_usable(levels_from_spec())
+    _log("balloon", psi="on" if why is None else repr(f"off: {why}"))
+    return BalloonSetup(pressure_socket=rundir / PRESSURE_SOCKET,
+                        psi=PSI_MEMORY if why is None else None, foreground=True)
+
+
+def _start_balloon_bridge(args: argparse.Namespace, rundir: Path):
+    """The host side of ballooning and the host-event socket: (bridge, server), or
+    None with --balloon off. On a Linux host the bridge also feeds the host's
+    MemAvailable; on Android, host events (lmkd, ActivityManager, onTrimMemory,
+    foreground/background) arrive on the socket."""
+    if args.balloon == "off":
+        return None
+    spec = levels_from_spec()
+    bridge = BalloonBridge(PolicyLink(rundir / PRESSURE_SOCKET, timeout=2.0,
+                                      connect_timeout=5.0), spec,
+                           linux=None if _on_android() else LinuxHostAdapter(spec),
+                           foreground=True, log=_log).start()
+    server = HostEventServer(rundir, log=_log)
+    bridge.register(server)
+    server.start()
+    _log("host-events", socket=server.path)
+    return bridge, server
 
 
 def _guest_power(agent: AgentClient) -> str:
@@ -243,6 +286,44 @@ def _show_audio(vm: Qemu, agent: AgentClient, opensles: bool) -> None:
           f"and recorded {rec.freq:.1f} Hz at {rec.rms:.2f} RMS{stats}", flush=True)
 
 
+def _show_balloon(vm: Qemu, agent: AgentClient, rundir: Path) -> None:
+    """Host events as an Android shell would send them: the VM goes to the
+    background under critical memory pressure, then back to the foreground."""
+    mem_total = agent.mem().total
+    ram = vm.cmd("query-memory-size-summary")["base-memory"]
+    socket_path = socket_path_of(rundir)
+
+    def balloon_mib() -> int:
+        return (ram - vm.cmd("query-balloon")["actual"]) >> 20
+
+    def settle(done=lambda mib: False, timeout: float = 12.0) -> tuple[int, float]:
+        """Wait until done(balloon MiB) or the balloon rests for 1.5 s."""
+        t0, last, since = time.monotonic(), -1, time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            now = balloon_mib()
+            if now != last:
+                last, since = now, time.monotonic()
+            if done(now) or time.monotonic() - since > 1.5:
+                break
+            time.sleep(0.1)
+        return last, since - t0
+
+    for event in ({"event": "background"}, {"event": "pressure", "level": "critical"}):
+        host_event(socket_path, event)
+    inflated, took = settle()
+    guest = agent.mem()
+    print(f"balloon: background + critical host pressure -> balloon {inflated} MiB in "
+          f"{took:.1f} s (policy level {vm.qom_get(POLICY_PATH, 'level')}); guest "
+          f"MemAvailable {guest.available >> 20} MiB, balloon seen by the guest "
+          f"{(guest.balloon or 0) >> 20} MiB, MemTotal {mem_total >> 20} MiB", flush=True)
+    for event in ({"event": "pressure", "level": "normal"}, {"event": "foreground"}):
+        host_event(socket_path, event)
+    # the policy relaxes once the lower pressure has lasted level_down_delay_s
+    deflated, took = settle(lambda mib: mib == 0)
+    print(f"balloon: foreground, pressure back to normal -> balloon {deflated} MiB in "
+          f"{took:.1f} s", flush=True)
+
+
 def run(args: argparse.Namespace, show_guest: bool = False) -> int:
     try:
         bt = _bt_backend(args)
@@ -268,15 +349,19 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
         with Qemu(config, rundir) as vm:
             _log("qmp-connected", seconds=f"{time.monotonic() - t0:.2f}")
             touch = _start_touch_bridge(args, vm)
+            balloon = _start_balloon_bridge(args, rundir)
             try:
-                return _run_loop(args, vm, show_guest, t0)
+                return _run_loop(args, vm, show_guest, t0, rundir)
             finally:
+                if balloon is not None:
+                    balloon[1].stop()
+                    balloon[0].stop()
                 if touch is not None:
                     bridge, thread, stop = touch
                     stop.set()
                     thread.join(timeout=5)
                     _log("touch-bridge-stats", **bridge.stats)
-    except (QemuError, AgentError, OSError, ValueError) as exc:
+    except (QemuError, AgentError, OSError, ValueError, PolicyLinkError) as exc:
         print(f"tabvm: error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -285,7 +370,8 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
         shutil.rmtree(rundir, ignore_errors=True)
 
 
-def _run_loop(args: argparse.Namespace, vm: Qemu, show_guest: bool, t0: float) -> int:
+def _run_loop(args: argparse.Namespace, vm: Qemu, show_guest: bool, t0: float,
+              rundir: Path) -> int:
     """Battery bridge updates (and, for the demo, the guest's view) until the end."""
     bridge = BatteryBridge(vm, _source(args))
     agent = AgentClient(str(vm.agent_socket)) if show_guest else None
@@ -297,6 +383,8 @@ def _run_loop(args: argparse.Namespace, vm: Qemu, show_guest: bool, t0: float) -
             _show_bluetooth(agent)
         if args.audio not in (None, "none"):
             _show_audio(vm, agent, args.audio == "opensles")
+        if args.balloon == "on":
+            _show_balloon(vm, agent, rundir)
     end = None if args.duration is None else time.monotonic() + args.duration
     while end is None or time.monotonic() < end:
         if not vm.alive():

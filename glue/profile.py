@@ -61,11 +61,14 @@ def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: st
                     memory: str = "512M", touch: bool = True,
                     bt_chardev: str | None = None,
                     bt_props: dict[str, object] | None = None, audiodev: str | None = None,
+                    balloon: BalloonSetup | None = None, scratch_disk: Path | None = None,
                     env: tuple[tuple[str, str], ...] = ()) -> VmConfig:
     """The test guest with the battery, (``touch``) the touchscreen and, given its
     ``-chardev`` options (``bt_chardev``, with ``id=bt``), the Bluetooth controller
     (``bt_props``: its properties, see ``bt_device``);
-    given ``-audiodev`` options (``glue.audio.audiodev``), the sound card on it.
+    given ``-audiodev`` options (``glue.audio.audiodev``), the sound card on it;
+    given ``balloon``, virtio-balloon with the ballooning policy object;
+    given ``scratch_disk`` (a raw image), a virtio disk the guest sees as /dev/vda.
     ``env`` is added to QEMU's environment."""
     outputs.check()
     usb = (XHCI,) if touch or bt_chardev else ()
@@ -73,13 +76,81 @@ def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: st
         qemu=outputs.qemu, firmware_dir=outputs.firmware, kernel=kernel, initrd=initrd,
         append=APPEND, memory=memory, accel=accel,
         acpi_tables=(outputs.aml("battery"),),
-        chardevs=(bt_chardev,) if bt_chardev else (),
+        chardevs=((bt_chardev,) if bt_chardev else ()) + (balloon.chardevs if balloon else ()),
+        blockdevs=(scratch_blockdev(scratch_disk),) if scratch_disk else (),
+        objects=balloon.objects if balloon else (),
         devices=("tabvm-battery,id=battery", *usb, *((TOUCH_DEVICE,) if touch else ()),
                  *((bt_device(**(bt_props or {})),) if bt_chardev else ()),
-                 *(HDA_DEVICES if audiodev else ())),
+                 *(HDA_DEVICES if audiodev else ()),
+                 *(balloon.devices if balloon else ()),
+                 *((SCRATCH_DEVICE,) if scratch_disk else ())),
         extra=("-audiodev", audiodev) if audiodev else (),
         env=env,
     )
+
+
+SCRATCH_NODE = "scratch"
+SCRATCH_DEVICE = f"virtio-blk-pci,drive={SCRATCH_NODE},id=scratch"
+
+
+def scratch_blockdev(image: Path) -> str:
+    """A raw image as a read-only disk: reading it fills the guest's page cache."""
+    return (f"driver=raw,node-name={SCRATCH_NODE},read-only=on,"
+            f"file.driver=file,file.filename={image},file.read-only=on")
+
+
+def scratch_image(path: Path, size: int) -> Path:
+    """A sparse raw image of ``size`` bytes (reads as zeros; costs no disk)."""
+    with path.open("wb") as f:
+        f.truncate(size)
+    return path
+
+
+BALLOON_ID = "balloon0"
+POLICY_ID = "balloon-policy"
+PRESSURE_CHARDEV_ID = "pressure"
+POLICY_PATH = f"/objects/{POLICY_ID}"
+
+
+@dataclass(frozen=True)
+class BalloonSetup:
+    """virtio-balloon (deflate-on-oom, free page reporting) and the ballooning
+    policy object (devspecs/balloon.yaml) driving it. The host reaches the policy
+    through ``pressure_socket`` (a unix socket QEMU listens on, glue.balloon's line
+    protocol) and QMP; ``psi`` names a Linux memory pressure file for the policy's
+    own PSI triggers; ``props`` sets other properties of the policy object."""
+
+    pressure_socket: Path | None = None
+    psi: Path | None = None
+    foreground: bool = True
+    deflate_on_oom: bool = True
+    free_page_reporting: bool = True
+    props: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def chardevs(self) -> tuple[str, ...]:
+        if not self.pressure_socket:
+            return ()
+        return (f"socket,id={PRESSURE_CHARDEV_ID},path={self.pressure_socket},"
+                "server=on,wait=off",)
+
+    @property
+    def objects(self) -> tuple[str, ...]:
+        opts = [f"tabvm-balloon,id={POLICY_ID},balloon={BALLOON_ID}",
+                f"foreground={'on' if self.foreground else 'off'}"]
+        if self.pressure_socket:
+            opts.append(f"chardev={PRESSURE_CHARDEV_ID}")
+        if self.psi:
+            opts.append(f"psi={self.psi}")
+        opts += [f"{k}={v}" for k, v in self.props]
+        return (",".join(opts),)
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        onoff = {True: "on", False: "off"}
+        return (f"virtio-balloon-pci,id={BALLOON_ID},"
+                f"deflate-on-oom={onoff[self.deflate_on_oom]},"
+                f"free-page-reporting={onoff[self.free_page_reporting]}",)
 
 
 def default_outputs() -> BuildOutputs:

@@ -36,6 +36,8 @@ class VmConfig:
     acpi_tables: tuple[Path, ...] = ()
     chardevs: tuple[str, ...] = ()   # -chardev arguments, for the devices' backends
     devices: tuple[str, ...] = ()    # -device arguments
+    objects: tuple[str, ...] = ()    # -object arguments (after the devices' chardevs)
+    blockdevs: tuple[str, ...] = ()  # -blockdev arguments
     extra: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()   # added to QEMU's environment
 
@@ -82,6 +84,10 @@ class Qemu:
             cmd += ["-acpitable", f"file={table}"]
         for chardev in c.chardevs:
             cmd += ["-chardev", chardev]
+        for blockdev in c.blockdevs:
+            cmd += ["-blockdev", blockdev]
+        for obj in c.objects:
+            cmd += ["-object", obj]
         for dev in c.devices:
             cmd += ["-device", dev]
         return cmd + list(c.extra)

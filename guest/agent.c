@@ -132,6 +132,33 @@
  *                           (one value for every channel, or one each; range checked);
  *                           payload: the values read back "V,V.."
  *
+ * Memory, for automatic ballooning (sizes in KiB; the files read are exactly
+ * /proc/meminfo and /proc/vmstat, which tests simulate by redefining open()).
+ *   mem                  -> one line "total=N free=N available=N cached=N buffers=N shmem=N
+ *                           anon=N balloon=N oom_kills=N": MemTotal, MemFree, MemAvailable,
+ *                           Cached, Buffers, Shmem, AnonPages of /proc/meminfo (err if one
+ *                           is missing); balloon: balloon_inflate - balloon_deflate of
+ *                           /proc/vmstat (CONFIG_MEMORY_BALLOON) times the page size, -1
+ *                           if the kernel does not count them; oom_kills: its oom_kill, -1
+ *                           if absent (before Linux 4.13)
+ *   memhog MIB [MIB_PER_S]
+ *                        -> ends the memhog child if one runs (SIGKILL, reaped); then, if
+ *                           MIB > 0, forks one that mmaps MIB MiB of private anonymous
+ *                           memory and writes every page (non-zero bytes, every page
+ *                           different) at MIB_PER_S MiB/s (0..1048576; 0 or absent: as
+ *                           fast as it can) and then holds it until ended. The child sets
+ *                           its oom_score_adj to 1000, keeps none of the agent's fds and
+ *                           dies with the agent. Answers at once: the new child's pid, or
+ *                           for MIB 0 the pid it ended (0 if none ran). err: MIB or
+ *                           MIB_PER_S not plain decimal or too large, MIB above
+ *                           4 x MemTotal; a running child is then left alone.
+ *   memhogstat           -> "pid=P touched_kib=T target_kib=X done=0|1 alive=0|1 status=S"
+ *                           of the latest child (pid=0 ... status=none if none was started;
+ *                           T as the child last published it, every 256 KiB); S is the rest
+ *                           of the line: running, exited N (2: mmap failed), killed SIGNAME
+ *                           (e.g. "killed KILL": the OOM killer), stopped (ended by memhog),
+ *                           unknown. The agent reaps the child within 1 s of its end.
+ *
  * To add a verb: write a handler `static int verb_x(char *args, struct buf *out)`
  * returning 0 (ok) or -1 (err, message in out) and add it to VERBS[].
  */
@@ -143,6 +170,8 @@
 #include <linux/input.h>
 #include <linux/usbdevice_fs.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -3516,6 +3545,407 @@ static int verb_ctlset(char *args, struct buf *out)
     return rc;
 }
 
+/* ---- memory: mem, memhog, memhogstat (automatic ballooning) --------------- */
+
+#define MEMINFO_PATH "/proc/meminfo"
+#define VMSTAT_PATH "/proc/vmstat"
+#define MEM_FILE_MAX (256 * 1024)       /* /proc/vmstat is ~8 KiB */
+#define MEMHOG_MAX_RATE 1048576ULL      /* MIB_PER_S: at most 1 TiB/s */
+#define MEMHOG_LIMIT_FACTOR 4ULL        /* MIB: at most 4 x MemTotal */
+#define MEMHOG_KILL_WAIT_MS 10000L      /* for a SIGKILLed child to be reaped */
+#define MEMHOG_CHUNK (256 * 1024)       /* touched between progress updates */
+#define MEMHOG_EXIT_MMAP 2              /* the child's exit status if mmap fails */
+#define MEMHOG_EXIT_SETUP 3             /* ... if the agent died before it started */
+
+/* Reads a small text file (procfs) into a NUL-terminated string to free(), or
+ * NULL with the message in out. */
+static char *read_text(const char *path, struct buf *out)
+{
+    struct buf b = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fail_errno(out, "open", path);
+        return NULL;
+    }
+    for (;;) {
+        buf_reserve(&b, 4096 + 1);
+        ssize_t n = read(fd, b.data + b.len, 4096);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            free(b.data);
+            errno = e;
+            fail_errno(out, "read", path);
+            return NULL;
+        }
+        if (n == 0)
+            break;
+        b.len += (size_t)n;
+        if (b.len > MEM_FILE_MAX) {
+            close(fd);
+            free(b.data);
+            fail(out, "%s: larger than %d bytes", path, MEM_FILE_MAX);
+            return NULL;
+        }
+    }
+    close(fd);
+    buf_reserve(&b, 1);
+    b.data[b.len] = '\0';
+    return b.data;
+}
+
+/* Parses the decimal digits at *s, advancing it: 0, -1 if there is no digit,
+ * -2 if the number does not fit in 64 bits. */
+static int scan_u64(const char **s, unsigned long long *v)
+{
+    const char *p = *s;
+    unsigned long long n = 0;
+    if (*p < '0' || *p > '9')
+        return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (n > (~0ULL - d) / 10)
+            return -2;
+        n = n * 10 + d;
+    }
+    *s = p;
+    *v = n;
+    return 0;
+}
+
+/*
+ * Finds the line of KEY in a procfs text: "KEY:   N kB" (meminfo, kib set) or
+ * "KEY N" (vmstat). 1 with *v set, 0 if there is no such line, -1 if it is
+ * malformed.
+ */
+static int proc_value(const char *text, const char *key, int kib, unsigned long long *v)
+{
+    size_t klen = strlen(key);
+    for (const char *line = text; *line;) {
+        const char *nl = strchr(line, '\n');
+        const char *end = nl ? nl : line + strlen(line);
+        if (!strncmp(line, key, klen) && line[klen] == (kib ? ':' : ' ')) {
+            const char *p = line + klen + 1;
+            while (*p == ' ')
+                p++;
+            if (scan_u64(&p, v) < 0)
+                return -1;
+            if (kib) {
+                if (strncmp(p, " kB", 3))
+                    return -1;
+                p += 3;
+            }
+            return p == end ? 1 : -1;
+        }
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
+    return 0;
+}
+
+enum { MI_TOTAL, MI_FREE, MI_AVAILABLE, MI_CACHED, MI_BUFFERS, MI_SHMEM, MI_ANON, MI_COUNT };
+static const char *const meminfo_keys[MI_COUNT] = {
+    "MemTotal", "MemFree", "MemAvailable", "Cached", "Buffers", "Shmem", "AnonPages",
+};
+
+/* The meminfo_keys values (KiB) from /proc/meminfo; -1 (message in out) if one
+ * is missing or malformed. */
+static int read_meminfo(unsigned long long kib[MI_COUNT], struct buf *out)
+{
+    char *text = read_text(MEMINFO_PATH, out);
+    int rc = 0;
+    if (!text)
+        return -1;
+    for (int i = 0; i < MI_COUNT && rc == 0; i++) {
+        int r = proc_value(text, meminfo_keys[i], 1, &kib[i]);
+        if (r <= 0)
+            rc = fail(out, "%s: %s %s line", MEMINFO_PATH, r ? "malformed" : "no",
+                      meminfo_keys[i]);
+    }
+    free(text);
+    return rc;
+}
+
+static int verb_mem(char *args, struct buf *out)
+{
+    unsigned long long kib[MI_COUNT], inflate = 0, deflate = 0, ooms = 0;
+    long long balloon = -1, oom_kills = -1;
+
+    if (args && *args)
+        return fail(out, "usage: mem");
+    if (read_meminfo(kib, out) < 0)
+        return -1;
+    char *text = read_text(VMSTAT_PATH, out);
+    if (!text)
+        return -1;
+    /* vm events: balloon_* with CONFIG_MEMORY_BALLOON, oom_kill since Linux 4.13 */
+    int ri = proc_value(text, "balloon_inflate", 0, &inflate);
+    int rd = proc_value(text, "balloon_deflate", 0, &deflate);
+    int ro = proc_value(text, "oom_kill", 0, &ooms);
+    free(text);
+    if (ri < 0 || rd < 0 || ro < 0)
+        return fail(out, "%s: malformed %s line", VMSTAT_PATH,
+                    ri < 0 ? "balloon_inflate" : rd < 0 ? "balloon_deflate" : "oom_kill");
+    if (ri && rd) {
+        /* pages in the balloon now; never negative (-1 means "not counted") */
+        unsigned long long page_kib = (unsigned long long)sysconf(_SC_PAGESIZE) / 1024;
+        unsigned long long pages = inflate > deflate ? inflate - deflate : 0;
+        if (pages > (1ULL << 52) / page_kib)
+            return fail(out, "%s: balloon_inflate %llu, balloon_deflate %llu: absurd",
+                        VMSTAT_PATH, inflate, deflate);
+        balloon = (long long)(pages * page_kib);
+    }
+    if (ro) {
+        if (ooms > (1ULL << 62))
+            return fail(out, "%s: oom_kill %llu: absurd", VMSTAT_PATH, ooms);
+        oom_kills = (long long)ooms;
+    }
+    buf_printf(out, "total=%llu free=%llu available=%llu cached=%llu buffers=%llu shmem=%llu "
+               "anon=%llu balloon=%lld oom_kills=%lld", kib[MI_TOTAL], kib[MI_FREE],
+               kib[MI_AVAILABLE], kib[MI_CACHED], kib[MI_BUFFERS], kib[MI_SHMEM], kib[MI_ANON],
+               balloon, oom_kills);
+    return 0;
+}
+
+/* One MAP_SHARED page: the memhog child writes its progress, the agent reads it. */
+struct memhog_shared {
+    unsigned long long touched_kib;
+    unsigned done;                      /* 1 once every page was touched */
+};
+
+enum { HOG_NONE, HOG_RUNNING, HOG_REAPED, HOG_STOPPED, HOG_LOST };
+
+/* The latest memhog child (kept after it ended, for memhogstat). */
+static struct {
+    int state;                          /* HOG_* */
+    pid_t pid;
+    int status;                         /* wait status once HOG_REAPED */
+    unsigned long long target_kib;
+    struct memhog_shared *shared;
+} hog;
+
+/* Reaps the memhog child if it has ended, waiting up to wait_ms for that;
+ * returns 1 if it still runs. Only ever waits for that one pid, so the sh
+ * verb's own waitpid keeps working. */
+static int memhog_reap(long wait_ms)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (hog.state == HOG_RUNNING) {
+        int status;
+        pid_t w = waitpid(hog.pid, &status, WNOHANG);
+        if (w == hog.pid) {
+            hog.state = HOG_REAPED;
+            hog.status = status;
+        } else if (w < 0 && errno != EINTR) {
+            hog.state = HOG_LOST;       /* ECHILD: not ours any more */
+        } else if (w == 0) {
+            if (ms_since(&t0) >= wait_ms)
+                break;
+            struct timespec d = {0, 1000000};
+            nanosleep(&d, NULL);
+        }
+    }
+    return hog.state == HOG_RUNNING;
+}
+
+/* Ends a running memhog child with SIGKILL and reaps it; -1 (message in out)
+ * if it does not go away in time (it stays the current child). */
+static int memhog_kill(struct buf *out)
+{
+    if (!memhog_reap(0))
+        return 0;
+    if (kill(hog.pid, SIGKILL) < 0 && errno != ESRCH)
+        return fail(out, "kill %d: %s", (int)hog.pid, strerror(errno));
+    if (memhog_reap(MEMHOG_KILL_WAIT_MS))
+        return fail(out, "memhog child %d still runs %ld ms after SIGKILL", (int)hog.pid,
+                    MEMHOG_KILL_WAIT_MS);
+    if (hog.state == HOG_REAPED && WIFSIGNALED(hog.status) && WTERMSIG(hog.status) == SIGKILL)
+        hog.state = HOG_STOPPED;
+    return 0;
+}
+
+/* Sleeps until t0 + kib KiB at rate MiB/s. */
+static void memhog_pace(const struct timespec *t0, unsigned long long kib,
+                        unsigned long long rate)
+{
+    unsigned long long per_s = rate * 1024;            /* KiB per second, <= 2^30 */
+    unsigned long long sec = kib / per_s;
+    unsigned long long ns = (kib % per_s) * 1000000000ULL / per_s;
+    struct timespec at = {.tv_sec = t0->tv_sec + (time_t)sec,
+                          .tv_nsec = t0->tv_nsec + (long)ns};
+    if (at.tv_nsec >= 1000000000L) {
+        at.tv_sec++;
+        at.tv_nsec -= 1000000000L;
+    }
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR)
+        ;
+}
+
+/* The memhog child: allocates mib MiB, writes every page (non-zero, every page
+ * different), publishing progress in sh, then holds the memory until killed. */
+static void memhog_child(struct memhog_shared *sh, unsigned long long mib,
+                         unsigned long long rate, pid_t parent)
+{
+    /* die with the agent; be the OOM killer's first choice, not the agent */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(MEMHOG_EXIT_SETUP);
+    /* hold no descriptor of the agent's (serial line, claimed usbfs, evdev...) */
+    long max_fd = sysconf(_SC_OPEN_MAX);
+    if (max_fd < 0 || max_fd > 65536)
+        max_fd = 65536;
+    for (int fd = 3; fd < max_fd; fd++)
+        close(fd);
+    int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (adj >= 0) {
+        if (write(adj, "1000", 4) < 0) {
+            /* not fatal: the kernel may refuse */
+        }
+        close(adj);
+    }
+    size_t size = (size_t)mib << 20;
+    unsigned char *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                              -1, 0);
+    if (mem == MAP_FAILED)
+        _exit(MEMHOG_EXIT_MMAP);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t chunk = page > MEMHOG_CHUNK ? page : MEMHOG_CHUNK;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (size_t off = 0; off < size;) {
+        size_t end = size - off > chunk ? off + chunk : size;
+        for (; off < end; off += page) {
+            unsigned long long idx = off / page;
+            memset(mem + off, (int)(1 + idx % 255), page);
+            memcpy(mem + off, &idx, sizeof(idx));
+        }
+        __asm__ volatile("" ::: "memory");      /* the writes are the point */
+        __atomic_store_n(&sh->touched_kib, (unsigned long long)(off >> 10), __ATOMIC_RELEASE);
+        if (rate)
+            memhog_pace(&t0, off >> 10, rate);  /* done at MIB / MIB_PER_S s */
+    }
+    __atomic_store_n(&sh->done, 1U, __ATOMIC_RELEASE);
+    for (;;)
+        pause();
+}
+
+/* Parses a non-negative decimal argument, with a message for each way it is bad. */
+static int parse_u64_arg(const char *s, const char *what, unsigned long long *v,
+                         struct buf *out)
+{
+    const char *p = s;
+    int r = scan_u64(&p, v);
+    if (r == -2)
+        return fail(out, "%s %.40s is too large", what, s);
+    if (r < 0 || *p)
+        return fail(out, "%s must be a non-negative decimal number: %.40s", what, s);
+    return 0;
+}
+
+static int verb_memhog(char *args, struct buf *out)
+{
+    char *f[2] = {NULL, NULL};
+    unsigned long long mib = 0, rate = 0, kib[MI_COUNT];
+    int n = split_fields(args, f, 2);
+
+    if (n < 1)
+        return fail(out, "usage: memhog MIB [MIB_PER_S] (MIB 0 stops the hog)");
+    if (parse_u64_arg(f[0], "MIB", &mib, out) < 0 ||
+        (n == 2 && parse_u64_arg(f[1], "MIB_PER_S", &rate, out) < 0))
+        return -1;
+    if (rate > MEMHOG_MAX_RATE)
+        return fail(out, "MIB_PER_S %llu is more than %llu", rate, MEMHOG_MAX_RATE);
+    if (mib > 0) {
+        if (read_meminfo(kib, out) < 0)
+            return -1;
+        unsigned long long limit = kib[MI_TOTAL] / 1024 * MEMHOG_LIMIT_FACTOR;
+        if (mib > limit || mib > (unsigned long long)(SIZE_MAX >> 20))
+            return fail(out, "MIB %llu is more than %llu x MemTotal (%llu MiB)", mib,
+                        MEMHOG_LIMIT_FACTOR, limit);
+    }
+    pid_t old = hog.state == HOG_RUNNING ? hog.pid : 0;
+    if (memhog_kill(out) < 0)
+        return -1;
+    if (mib == 0) {
+        buf_printf(out, "%d", (int)(hog.state == HOG_STOPPED ? old : 0));
+        return 0;
+    }
+    if (hog.shared)
+        munmap(hog.shared, sizeof(*hog.shared));
+    memset(&hog, 0, sizeof(hog));
+    struct memhog_shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+                                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED)
+        return fail(out, "mmap: %s", strerror(errno));
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        munmap(sh, sizeof(*sh));
+        return fail(out, "fork: %s", strerror(e));
+    }
+    if (pid == 0)
+        memhog_child(sh, mib, rate, parent);
+    hog.state = HOG_RUNNING;
+    hog.pid = pid;
+    hog.target_kib = mib * 1024;
+    hog.shared = sh;
+    buf_printf(out, "%d", (int)pid);
+    return 0;
+}
+
+static const char *signal_name(int sig, char *tmp, size_t size)
+{
+    static const struct {
+        int sig;
+        const char *name;
+    } names[] = {
+        {SIGKILL, "KILL"}, {SIGTERM, "TERM"}, {SIGSEGV, "SEGV"}, {SIGBUS, "BUS"},
+        {SIGABRT, "ABRT"}, {SIGINT, "INT"},   {SIGHUP, "HUP"},   {SIGQUIT, "QUIT"},
+        {SIGILL, "ILL"},   {SIGFPE, "FPE"},   {SIGTRAP, "TRAP"}, {SIGSYS, "SYS"},
+        {SIGPIPE, "PIPE"}, {SIGALRM, "ALRM"}, {SIGUSR1, "USR1"}, {SIGUSR2, "USR2"},
+        {SIGXCPU, "XCPU"}, {SIGXFSZ, "XFSZ"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (names[i].sig == sig)
+            return names[i].name;
+    snprintf(tmp, size, "%d", sig);
+    return tmp;
+}
+
+static int verb_memhogstat(char *args, struct buf *out)
+{
+    char status[48], sig[16];
+    unsigned long long touched = 0;
+    unsigned done = 0;
+
+    if (args && *args)
+        return fail(out, "usage: memhogstat");
+    memhog_reap(0);
+    if (hog.shared) {
+        /* done first: once it is 1, the final touched_kib (stored before) shows */
+        done = __atomic_load_n(&hog.shared->done, __ATOMIC_ACQUIRE);
+        touched = __atomic_load_n(&hog.shared->touched_kib, __ATOMIC_ACQUIRE);
+    }
+    if (hog.state == HOG_REAPED && WIFEXITED(hog.status))
+        snprintf(status, sizeof(status), "exited %d", WEXITSTATUS(hog.status));
+    else if (hog.state == HOG_REAPED && WIFSIGNALED(hog.status))
+        snprintf(status, sizeof(status), "killed %s",
+                 signal_name(WTERMSIG(hog.status), sig, sizeof(sig)));
+    else
+        snprintf(status, sizeof(status), "%s",
+                 hog.state == HOG_NONE ? "none" : hog.state == HOG_RUNNING ? "running"
+                 : hog.state == HOG_STOPPED ? "stopped" : "unknown");
+    buf_printf(out, "pid=%d touched_kib=%llu target_kib=%llu done=%u alive=%d status=%s",
+               (int)hog.pid, touched, hog.target_kib, done ? 1U : 0U,
+               hog.state == HOG_RUNNING, status);
+    return 0;
+}
+
 static const struct verb {
     const char *name;
     int (*handler)(char *args, struct buf *out);
@@ -3532,6 +3962,7 @@ static const struct verb {
     {"hcicmd", verb_hcicmd}, {"lescan", verb_lescan}, {"hcirtt", verb_hcirtt},
     {"l2send", verb_l2send}, {"pcmplay", verb_pcmplay}, {"pcmrec", verb_pcmrec},
     {"ctllist", verb_ctllist}, {"ctlset", verb_ctlset},
+    {"mem", verb_mem},     {"memhog", verb_memhog}, {"memhogstat", verb_memhogstat},
 };
 
 /* ---- request loop --------------------------------------------------------- */
@@ -3620,6 +4051,13 @@ int main(int argc, char **argv)
     int overlong = 0;
     char chunk[4096];
     for (;;) {
+        /* a memhog child that ended is reaped within a second (no zombie) */
+        if (memhog_reap(0)) {
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            int r = poll(&pfd, 1, 1000);
+            if (r == 0 || (r < 0 && errno == EINTR))
+                continue;
+        }
         ssize_t n = read(fd, chunk, sizeof(chunk));
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;

@@ -83,6 +83,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from glue.ctl import cmd_ctl as ctl
+    return ctl(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tabvm", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,6 +115,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="start the VM with the glue (battery bridge, QMP)")
     add_run_arguments(s)
     s.set_defaults(func=cmd_run)
+
+    from glue.ctl import add_ctl_arguments
+    s = sub.add_parser("ctl", help="send a host event to a running VM "
+                       "(RUNDIR/host-events.sock), e.g. background, pressure level=low")
+    add_ctl_arguments(s)
+    s.set_defaults(func=cmd_ctl)
 
     s = sub.add_parser("demo", help="build everything, boot the test guest and show the "
                        "guest's battery following the host")

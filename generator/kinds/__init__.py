@@ -12,7 +12,7 @@ from ..checks import Claim
 from ..errors import SpecError
 from ..ir import Device
 from ..loader import Document
-from . import battery, hci, multitouch, opensles
+from . import balloon, battery, hci, multitouch, opensles
 
 
 @dataclass(frozen=True)
@@ -32,5 +32,6 @@ KINDS: dict[str, Kind] = {
         Kind(hci.KIND, hci.SCHEMA, hci.check, hci.build, hci.claims),
         Kind(opensles.KIND, opensles.SCHEMA, opensles.check, opensles.build,
              opensles.claims),
+        Kind(balloon.KIND, balloon.SCHEMA, balloon.check, balloon.build, balloon.claims),
     )
 }

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Device set of the tabvm VM profile, for -nodefaults use
-# Generated from devspecs/battery.yaml, devspecs/hci.yaml,
-# devspecs/opensles.yaml, devspecs/opensles_lowlat.yaml,
+# Generated from devspecs/balloon.yaml, devspecs/battery.yaml,
+# devspecs/hci.yaml, devspecs/opensles.yaml, devspecs/opensles_lowlat.yaml,
 # devspecs/touchpanel.yaml, devspecs/multitouch.yaml
 # by the tabvm generator -- do not edit. Regenerate with: tabvm gen
 
@@ -18,6 +18,7 @@ CONFIG_VIRTIO_INPUT=y
 CONFIG_HDA=y
 
 # Generated devices
+CONFIG_TABVM_BALLOON=y
 CONFIG_TABVM_BATTERY=y
 CONFIG_TABVM_BLUETOOTH=y
 CONFIG_TABVM_TOUCHPANEL=y
