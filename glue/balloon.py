@@ -131,6 +131,41 @@ def meminfo_level(spec: Balloon, meminfo: Mapping[str, int]) -> int:
     return _highest(spec, lambda pct: avail * 100 < total * pct, "meminfo_available_pct")
 
 
+def _cgroup_int(path: Path) -> int | None:
+    text = path.read_text().strip()
+    return None if text == "max" else int(text)
+
+
+def cgroup_meminfo(cgroup: Path | str) -> dict[str, int]:
+    """A memory cgroup (v2, or v1's memory controller) as /proc/meminfo would
+    show it, in kB: its limit is MemTotal; what is left under the limit plus its
+    inactive page cache is MemAvailable. The VM's process may live in one (an
+    Android app's memcg, a systemd slice); its limit is what kills it."""
+    cg = Path(cgroup)
+    v2 = (cg / "memory.max").exists()
+    limit = _cgroup_int(cg / ("memory.max" if v2 else "memory.limit_in_bytes"))
+    usage = _cgroup_int(cg / ("memory.current" if v2 else "memory.usage_in_bytes"))
+    if usage is None:
+        raise ValueError(f"{cg}: no memory usage")
+    if limit is None or limit >= 1 << 60:
+        raise ValueError(f"{cg}: the cgroup has no memory limit")
+    stat = read_cgroup_stat(cg / "memory.stat")
+    inactive = stat.get("inactive_file", stat.get("total_inactive_file", 0))
+    available = min(limit, max(0, limit - usage) + inactive)
+    return {"MemTotal": limit // 1024, "MemFree": max(0, limit - usage) // 1024,
+            "MemAvailable": available // 1024}
+
+
+def read_cgroup_stat(path: Path) -> dict[str, int]:
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        key, _, value = line.partition(" ")
+        if not value.isdigit():
+            raise ValueError(f"{path}:{n}: not a memory.stat line: {line!r}")
+        out[key] = int(value)
+    return out
+
+
 # --- Android: lmkd, ActivityManager, onTrimMemory ----------------------------------
 
 def parse_minfree(minfree: str) -> list[tuple[int, int]]:
@@ -401,17 +436,21 @@ class PolicyLink:
 # --- host adapters ------------------------------------------------------------------
 
 class LinuxHostAdapter:
-    """The level from ``/proc/meminfo`` (MemAvailable has no event: poll it)."""
+    """The level from ``/proc/meminfo``, or from the memory cgroup ``cgroup`` the
+    VM runs in (MemAvailable has no event: poll it)."""
 
     source = "meminfo"
 
-    def __init__(self, spec: Balloon, meminfo_path: Path | str = MEMINFO):
+    def __init__(self, spec: Balloon, meminfo_path: Path | str = MEMINFO,
+                 cgroup: Path | str | None = None):
         self.spec = spec
         self.meminfo_path = Path(meminfo_path)
+        self.cgroup = Path(cgroup) if cgroup is not None else None
         self.last: dict[str, int] | None = None
 
     def poll(self) -> int:
-        info = read_meminfo(self.meminfo_path)
+        info = (cgroup_meminfo(self.cgroup) if self.cgroup is not None
+                else read_meminfo(self.meminfo_path))
         level = meminfo_level(self.spec, info)
         self.last = {k: info[k] for k in ("MemTotal", "MemAvailable")}
         return level

@@ -46,23 +46,24 @@ class MemoryCgroup:
         if v1_path is not None and (ROOT / "memory").is_dir():
             candidates.append((ROOT / "memory" / v1_path.lstrip("/"), False))
         for parent, v2 in candidates:
-            if v2 and "memory" not in (parent / "cgroup.controllers").read_text().split() \
-                    if (parent / "cgroup.controllers").exists() else True:
-                reasons.append(f"{parent}: no memory controller")
+            if v2 and "memory" not in (parent / "cgroup.subtree_control").read_text().split():
+                reasons.append(f"{parent}: the memory controller is not enabled for "
+                               "children")
                 continue
             path = parent / f"{name}-{os.getpid()}"
             try:
                 path.mkdir()
-                cg = cls(path, v2)
-                cg.set_limit(limit)
-                return cg
             except OSError as exc:
                 reasons.append(f"{path}: {exc.strerror}")
-                if path.exists():
-                    try:
-                        path.rmdir()
-                    except OSError:
-                        pass
+                continue
+            cg = cls(path, v2)
+            try:
+                cg.set_limit(limit)
+            except OSError as exc:
+                reasons.append(f"{path}: {exc.strerror}")
+                cg.remove()
+                continue
+            return cg
         raise CgroupUnavailable("; ".join(reasons) or "no memory cgroup hierarchy")
 
     def _file(self, v2: str, v1: str) -> Path:
@@ -71,8 +72,8 @@ class MemoryCgroup:
     def set_limit(self, limit: int) -> None:
         if self.v2:
             (self.path / "memory.max").write_text(str(limit))
-            (self.path / "memory.swap.max").write_text("0") if (
-                self.path / "memory.swap.max").exists() else None
+            if (self.path / "memory.swap.max").exists():
+                (self.path / "memory.swap.max").write_text("0")
         else:
             (self.path / "memory.limit_in_bytes").write_text(str(limit))
 
@@ -85,12 +86,12 @@ class MemoryCgroup:
     def usage(self) -> int:
         return int(self._file("memory.current", "memory.usage_in_bytes").read_text())
 
-    def stat(self) -> dict[str, int]:
-        out = {}
-        for line in (self.path / "memory.stat").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            out[key] = int(value)
-        return out
+    @property
+    def file_cache(self) -> int:
+        """Page cache charged to the cgroup: reclaimable, so no limit binds on it."""
+        from glue.balloon import read_cgroup_stat
+        stat = read_cgroup_stat(self.path / "memory.stat")
+        return stat["file"] if self.v2 else stat.get("total_cache", stat.get("cache", 0))
 
     @property
     def oom_kills(self) -> int:
@@ -103,17 +104,6 @@ class MemoryCgroup:
             if line.startswith("oom_kill "):
                 return int(line.split()[1])
         return 0
-
-    def meminfo(self) -> dict[str, int]:
-        """The cgroup as /proc/meminfo would show it (kB): its limit is its
-        MemTotal; what is left under it, plus its inactive page cache, is
-        available."""
-        stat = self.stat()
-        inactive_file = stat.get("inactive_file", stat.get("total_inactive_file", 0))
-        total = self.limit
-        available = max(0, total - self.usage + inactive_file)
-        return {"MemTotal": total // 1024, "MemAvailable": min(total, available) // 1024,
-                "MemFree": max(0, total - self.usage) // 1024}
 
     def add(self, pid: int) -> None:
         (self.path / "cgroup.procs").write_text(str(pid))
