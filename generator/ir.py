@@ -689,6 +689,7 @@ class Balloon(Device):
     stall_backoff_mib: int
     deflate_max_mib: int
     level_down_delay_s: int
+    level_down_delay_max_s: int
     own_adj: int
     levels: tuple[BalloonLevel, ...]
 

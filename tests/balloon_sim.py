@@ -116,7 +116,8 @@ def structs(levels: int) -> dict[str, type]:
             ("pressure_hold_ms", i64), ("inflate_max_step", u64),
             ("inflate_min_step", u64), ("deflate_max_step", u64), ("stall_rate", u64),
             ("stall_backoff", u64), ("stall_after_ms", i64),
-            ("level_down_delay_ms", i64), ("levels", u32),
+            ("level_down_delay_ms", i64), ("level_down_delay_max_ms", i64),
+            ("levels", u32),
             ("background_keep", u64 * levels), ("foreground_keep", u64 * levels)]),
         "Inputs": _struct("Inputs", [
             ("now_ms", i64), ("ram", u64), ("balloon", u64), ("level", u32),
@@ -128,7 +129,8 @@ def structs(levels: int) -> dict[str, type]:
             ("lower_since_ms", i64), ("hold_until_ms", i64), ("pressure_ms", i64),
             ("keep", u64), ("target", u64), ("target_ms", i64), ("settled_ms", i64),
             ("last_balloon", u64), ("last_ms", i64), ("oom_kills", u64),
-            ("alloc_stalls", u64)]),
+            ("alloc_stalls", u64), ("down_delay_ms", i64), ("fell_ms", i64),
+            ("level_ms", i64)]),
         "Decision": _struct("Decision", [
             ("target", u64), ("reason", ctypes.c_int), ("level", u32), ("keep", u64),
             ("clamped", ctypes.c_bool)]),

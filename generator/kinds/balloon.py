@@ -67,6 +67,7 @@ SCHEMA: dict[str, Any] = {
         "schema": {"max_step_mib": {**uint(1, 1 << 20), "default": 4096}},
     },
     "level_down_delay_s": uint(0, 3600, default=5),
+    "level_down_delay_max_s": uint(0, 3600, default=80),
     "android": {
         "type": "dict", "default": {},
         "schema": {"own_adj": uint(0, 1000, default=900)},
@@ -93,6 +94,9 @@ def check(doc: Document, spec: dict[str, Any]) -> list[SpecError]:
     if guest["emergency_available_mib"] >= ram:
         err(("guest", "emergency_available_mib"),
             f"is not below guest.ram_mib ({guest['emergency_available_mib']} >= {ram})")
+    if spec["level_down_delay_max_s"] < spec["level_down_delay_s"]:
+        err(("level_down_delay_max_s",), "is less than level_down_delay_s "
+            f"({spec['level_down_delay_max_s']} < {spec['level_down_delay_s']})")
     if spec["inflate"]["min_step_mib"] > spec["inflate"]["max_step_mib"]:
         err(("inflate", "min_step_mib"), "is more than inflate.max_step_mib "
             f"({spec['inflate']['min_step_mib']} > {spec['inflate']['max_step_mib']})")
@@ -203,6 +207,7 @@ def build(doc: Document, spec: dict[str, Any]) -> Balloon:
         stall_mib_per_s=inf["stall_mib_per_s"], stall_backoff_mib=inf["stall_backoff_mib"],
         deflate_max_mib=dfl["max_step_mib"],
         level_down_delay_s=spec["level_down_delay_s"],
+        level_down_delay_max_s=spec["level_down_delay_max_s"],
         own_adj=spec["android"]["own_adj"],
         levels=tuple(
             BalloonLevel(

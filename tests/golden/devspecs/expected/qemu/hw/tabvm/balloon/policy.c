@@ -36,6 +36,7 @@ const TabvmBalloonParams tabvm_balloon_params = {
     .stall_backoff = 128 * MiB,
     .stall_after_ms = 2000,
     .level_down_delay_ms = 5000,
+    .level_down_delay_max_ms = 80000,
     .levels = TABVM_BALLOON_LEVELS,
     .background_keep = {
         512 * MiB,       /* normal */
@@ -78,23 +79,57 @@ void tabvm_balloon_init(TabvmBalloonHistory *s)
     *s = (TabvmBalloonHistory) { .started = false };
 }
 
-/* Pressure rising is taken at once, falling after level_down_delay_ms. */
+/*
+ * Pressure rising is taken at once; falling, once it has stayed lower for the
+ * down delay. In the background, pressure that comes back soon after the
+ * policy relaxed doubles that delay, up to level_down_delay_max_ms: the
+ * memory the relief gave back brought the pressure back, and relaxing again
+ * at the same pace would make the balloon flap for as long as the host stays
+ * where it is. A level held for four delays halves the delay again.
+ */
 static void update_level(const TabvmBalloonParams *p, TabvmBalloonHistory *s,
-                         uint32_t level, int64_t now)
+                         uint32_t level, bool foreground, int64_t now)
 {
+    int64_t base = p->level_down_delay_ms;
+    int64_t cap = p->level_down_delay_max_ms > base ? p->level_down_delay_max_ms
+                                                    : base;
+
     if (level >= p->levels) {
         level = p->levels - 1;
     }
-    if (level >= s->level) {
+    if (s->down_delay_ms < base || s->down_delay_ms > cap) {
+        s->down_delay_ms = base;
+    }
+    if (level > s->level) {
+        if (!foreground && s->fell_ms >= 0 &&
+            now - s->fell_ms < 2 * s->down_delay_ms) {
+            int64_t twice = 2 * s->down_delay_ms;
+
+            s->down_delay_ms = s->down_delay_ms > cap / 2 ? cap : twice;
+        }
         s->level = level;
+        s->level_ms = now;
         s->lower_since_ms = -1;
+        return;
+    }
+    if (level == s->level) {
+        int64_t half = s->down_delay_ms / 2;
+
+        s->lower_since_ms = -1;
+        if (s->down_delay_ms > base &&
+            now - s->level_ms >= 4 * s->down_delay_ms) {
+            s->down_delay_ms = half > base ? half : base;
+            s->level_ms = now;
+        }
         return;
     }
     if (s->lower_since_ms < 0) {
         s->lower_since_ms = now;
     }
-    if (now - s->lower_since_ms >= p->level_down_delay_ms) {
+    if (now - s->lower_since_ms >= (foreground ? base : s->down_delay_ms)) {
         s->level = level;
+        s->level_ms = now;
+        s->fell_ms = now;
         s->lower_since_ms = -1;
     }
 }
@@ -117,6 +152,9 @@ static void start(const TabvmBalloonParams *p, TabvmBalloonHistory *s,
     s->last_ms = in->now_ms;
     s->oom_kills = in->oom_kills;
     s->alloc_stalls = in->alloc_stalls;
+    s->down_delay_ms = p->level_down_delay_ms;
+    s->fell_ms = -1;
+    s->level_ms = in->now_ms;
 }
 
 /* Has inflation been slower than the stall rate since the last decision? */
@@ -146,7 +184,7 @@ bool tabvm_balloon_decide(const TabvmBalloonParams *p,
     if (!s->started) {
         start(p, s, in);
     }
-    update_level(p, s, in->level, in->now_ms);
+    update_level(p, s, in->level, in->foreground, in->now_ms);
     keep = in->foreground ? p->foreground_keep[s->level]
                           : p->background_keep[s->level];
     keep_changed = keep != s->keep || in->foreground != s->foreground;

@@ -51,6 +51,7 @@ typedef struct TabvmBalloonParams {
     uint64_t stall_backoff;
     int64_t stall_after_ms;         /* a new target gets this long to start */
     int64_t level_down_delay_ms;    /* pressure must stay lower this long */
+    int64_t level_down_delay_max_ms;   /* ... or up to this after flapping */
     uint32_t levels;
     uint64_t background_keep[TABVM_BALLOON_LEVELS];   /* per level */
     uint64_t foreground_keep[TABVM_BALLOON_LEVELS];
@@ -89,6 +90,9 @@ typedef struct TabvmBalloonHistory {
     int64_t last_ms;
     uint64_t oom_kills;
     uint64_t alloc_stalls;
+    int64_t down_delay_ms;          /* the down delay now */
+    int64_t fell_ms;                /* when the level last fell (-1: never) */
+    int64_t level_ms;               /* when the level last changed */
 } TabvmBalloonHistory;
 
 typedef struct TabvmBalloonDecision {
