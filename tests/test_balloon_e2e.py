@@ -12,8 +12,10 @@ query-balloon, and the policy's TABVM_BALLOON_DECISION events.
 from __future__ import annotations
 
 import random
+import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,7 @@ from glue.balloon import (PRESSURE_SOCKET, PSI_MEMORY, BalloonBridge, PolicyLink
 from glue.host_events import HostEventServer, socket_path
 from glue.host_events import request as host_event
 from glue.profile import BALLOON_ID, POLICY_PATH, BalloonSetup, builtin_profile, scratch_image
-from glue.qemu import Qemu
+from glue.qemu import Qemu, QemuError
 from glue.runtime import new_runtime_dir
 
 pytestmark = pytest.mark.e2e
@@ -352,3 +354,33 @@ def test_without_deflate_on_oom_memtotal_shrinks_by_the_balloon(build_outputs, g
     finally:
         agent.close()
         q.stop()
+
+
+@pytest.mark.parametrize("psi, message", [
+    ("/nonexistent/pressure", "cannot read /nonexistent/pressure"),
+    ("/dev/null", "/dev/null is not a Linux pressure (PSI) file"),
+    ("/proc/meminfo", "/proc/meminfo is not a Linux pressure (PSI) file"),
+])
+def test_psi_that_cannot_work_is_a_clear_error(build_outputs, guest_image, psi, message):
+    rundir = new_runtime_dir("test-balloon-psi")
+    config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg",
+                             touch=False, balloon=BalloonSetup(psi=Path(psi)))
+    with pytest.raises(QemuError, match=re.escape(message)):
+        Qemu(config, rundir).start()
+
+
+def test_psi_triggers_as_the_kernel_takes_them(build_outputs, guest_image):
+    """Where the kernel accepts the spec's triggers QEMU starts with them; where
+    it refuses them (this machine's kernel does, even for root) QEMU says so
+    and the glue knew beforehand (glue.balloon.psi_usable), so `tabvm run` goes
+    without PSI instead of failing."""
+    why = psi_usable(SPEC)
+    rundir = new_runtime_dir("test-balloon-psi")
+    config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg",
+                             touch=False, balloon=BalloonSetup(psi=Path(PSI_MEMORY)))
+    if why is None:
+        with Qemu(config, rundir) as q:
+            assert q.qom_get(POLICY_PATH, "psi") == PSI_MEMORY
+    else:
+        with pytest.raises(QemuError, match="cannot set the PSI trigger"):
+            Qemu(config, rundir).start()

@@ -402,6 +402,17 @@ static void tabvm_balloon_psi_close(TabvmBalloonState *s)
 
 static bool tabvm_balloon_psi_open(TabvmBalloonState *s, Error **errp)
 {
+    g_autofree char *text = NULL;
+    g_autoptr(GError) gerr = NULL;
+
+    if (!g_file_get_contents(s->psi_path, &text, NULL, &gerr)) {
+        error_setg(errp, "cannot read %s: %s", s->psi_path, gerr->message);
+        return false;
+    }
+    if (!g_str_has_prefix(text, "some avg10=")) {
+        error_setg(errp, "%s is not a Linux pressure (PSI) file", s->psi_path);
+        return false;
+    }
     for (int i = 0; i < TABVM_BALLOON_LEVELS; i++) {
         const char *trigger = psi_triggers[i];
         int fd;
