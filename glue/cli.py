@@ -17,7 +17,8 @@ from .accel import select_accel, wait_for_console
 from .audio import AUDIODEV_ID, audiodev, ensure_sound_card, standin_env
 from .agent_client import AgentClient, AgentError
 from .balloon import (PRESSURE_SOCKET, PSI_MEMORY, BalloonBridge, LinuxHostAdapter,
-                      PolicyLink, PolicyLinkError, levels_from_spec, psi_usable)
+                      PolicyLink, PolicyLinkError, cgroup_meminfo, levels_from_spec,
+                      psi_usable)
 from .battery_bridge import BatteryBridge
 from .bt_backend import BtBackend
 from .bt_peer import BtPeerError
@@ -66,6 +67,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="automatic ballooning (devspecs/balloon.yaml): virtio-balloon "
                    "driven by the policy object in QEMU, fed by the host's memory "
                    "pressure and by host events on RUNDIR/host-events.sock")
+    p.add_argument("--memory-cgroup", metavar="DIR", type=Path, default=None,
+                   help="the memory cgroup the VM runs in (e.g. an Android app's memcg): "
+                   "its limit, not the host's MemAvailable, is the host pressure the "
+                   "balloon follows")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: run until Ctrl-C; "
                    "demo: 30)")
@@ -195,6 +200,11 @@ def _balloon_setup(args: argparse.Namespace, rundir: Path) -> BalloonSetup | Non
     where the host lets it (else the glue's adapters are its only host input)."""
     if args.balloon == "off":
         return None
+    if args.memory_cgroup is not None:
+        try:
+            cgroup_meminfo(args.memory_cgroup)
+        except (OSError, ValueError) as exc:
+            raise ProfileError(f"--memory-cgroup {args.memory_cgroup}: {exc}") from None
     why = psi_usable(levels_from_spec())
     _log("balloon", psi="on" if why is None else repr(f"off: {why}"))
     return BalloonSetup(pressure_socket=rundir / PRESSURE_SOCKET,
@@ -211,7 +221,8 @@ def _start_balloon_bridge(args: argparse.Namespace, rundir: Path):
     spec = levels_from_spec()
     bridge = BalloonBridge(PolicyLink(rundir / PRESSURE_SOCKET, timeout=2.0,
                                       connect_timeout=5.0), spec,
-                           linux=None if _on_android() else LinuxHostAdapter(spec),
+                           linux=None if _on_android() and not args.memory_cgroup
+                           else LinuxHostAdapter(spec, cgroup=args.memory_cgroup),
                            foreground=True, log=_log).start()
     server = HostEventServer(rundir, log=_log)
     bridge.register(server)
