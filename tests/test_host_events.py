@@ -19,7 +19,7 @@ import pytest
 from glue.balloon import AndroidHostAdapter, BalloonBridge, PolicyLink
 from glue.ctl import add_ctl_arguments, cmd_ctl, parse_fields
 from glue.host_events import SOCKET_NAME, HostEventServer, request
-from test_balloon_glue import ANDROID_MINFREE, SPEC, Clock, FakeQemu, Logs
+from test_balloon_glue import ANDROID_MINFREE, SPEC, Clock, Logs, qemu  # noqa: F401 (fixture)
 
 T = 226_492_416
 
@@ -52,13 +52,6 @@ def rundir(tmp_path):
     d = tmp_path / "vm-1"
     d.mkdir(mode=0o700)
     return d
-
-
-@pytest.fixture
-def qemu(tmp_path):
-    fake = FakeQemu(tmp_path / "pressure.sock").start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
