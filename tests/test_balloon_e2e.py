@@ -367,8 +367,12 @@ def test_psi_that_cannot_work_is_a_clear_error(build_outputs, guest_image, psi, 
     rundir = new_runtime_dir("test-balloon-psi")
     config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg",
                              touch=False, balloon=BalloonSetup(psi=Path(psi)))
-    with pytest.raises(QemuError, match=re.escape(message)):
-        Qemu(config, rundir).start()
+    q = Qemu(config, rundir)
+    try:
+        with pytest.raises(QemuError, match=re.escape(message)):
+            q.start()
+    finally:
+        q.stop()
 
 
 def test_psi_triggers_as_the_kernel_takes_them(build_outputs, guest_image):
@@ -384,5 +388,9 @@ def test_psi_triggers_as_the_kernel_takes_them(build_outputs, guest_image):
         with Qemu(config, rundir) as q:
             assert q.qom_get(POLICY_PATH, "psi") == PSI_MEMORY
     else:
-        with pytest.raises(QemuError, match="cannot set the PSI trigger"):
-            Qemu(config, rundir).start()
+        q = Qemu(config, rundir)
+        try:
+            with pytest.raises(QemuError, match="cannot set the PSI trigger"):
+                q.start()
+        finally:
+            q.stop()
