@@ -15,8 +15,11 @@ Starting state of every repetition: the VM in the foreground at level normal
 a desktop guest: the scratch disk read into it), sized with an anonymous memory
 hog so that available = keep + STEP, where keep is the guest memory the
 policy leaves the foreground VM under the signal's level (critical: 256 MiB).
-Steps at inflate.max_step_mib or larger are aimed a little above it, so the
-policy's step is the cap.
+In the background the policy takes any surplus over its level's keep on its own,
+and the background keeps differ by 448 MiB at most: a steady state from which
+one signal makes a 1 GiB step exists only in the foreground. Steps at
+inflate.max_step_mib or larger are aimed a little above it, so the policy's step
+is the cap.
 
 - policy: t0 just before {"event":"pressure","level":LEVEL} goes to the
   host-event socket; the decision latency is t0 -> the TABVM_BALLOON_DECISION
@@ -24,11 +27,15 @@ policy's step is the cap.
   10 ms) shows the balloon within 1 MiB of the decision's target. Between
   repetitions the pressure goes back to normal, the policy deflates after
   level_down_delay_s, and the cache is refilled.
-- peer, right after each policy repetition: the policy object removed
-  (object-del: stock virtio-balloon; object-add brings it back for the next
-  policy repetition), the same starting state, t0 just before QMP `balloon` with
-  value = RAM - the target the policy chose in that repetition; command latency =
-  the command's round trip; the same polling. Then `balloon` back to RAM.
+- peer, paired with each policy repetition (the pair's order alternates): the
+  policy object removed (object-del: stock virtio-balloon; object-add brings it
+  back, on the same chardev, for the next policy repetition), the same starting
+  state, t0 just before QMP `balloon` with value = RAM - the target the policy
+  chose (in the pair, or the pair before when the peer goes first); command
+  latency = the command's round trip; the same polling. Then `balloon` back to RAM.
+- peer, free: once per step, the manual path again with the guest's page cache
+  dropped just before (echo 1 > drop_caches): the balloon takes free memory, so
+  the rates above against this one show what the guest's reclaim costs.
 
 Inflation rate: the step over the inflation phase (from the decision, or from
 the command, to the first poll that shows the target), in MB/s (10^6 bytes) and
@@ -47,7 +54,6 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -98,7 +104,7 @@ class Rep:
 
 
 class Vm:
-    """The guest, its agent, QMP, and (until the peer runs) the policy's glue."""
+    """The guest: its agent, QMP, and whether the policy object is there."""
 
     def __init__(self, q: Qemu, agent: AgentClient):
         self.q, self.agent = q, agent
@@ -106,6 +112,7 @@ class Vm:
         self.offset_mib = 0
         self.holder = False
         self.hog_mib = 0
+        self.floor = 0                # free memory the guest keeps with a full cache
         self.policy = True            # the policy object is there
 
     def poll(self) -> tuple[float, int, list[dict]]:
@@ -150,7 +157,7 @@ class Vm:
         """Read fresh blocks of the scratch disk until the guest's free memory is
         page cache. A holder keeps /dev/vda open (Linux drops a block device's
         cache when its last user closes it)."""
-        mib = self.agent.mem().free // MiB + 64
+        mib = max(0, self.agent.mem().free - self.floor) // MiB + 32
         if self.offset_mib + mib > DISK // MiB:
             self.offset_mib = 0       # the oldest blocks: long reclaimed
         holder = "" if self.holder else "sleep 1000000 </dev/vda >/dev/null 2>&1 & "
@@ -175,14 +182,15 @@ class Vm:
             time.sleep(0.2)
         self.hog_mib = mib
 
-    def prepare(self, aim: int) -> None:
+    def prepare(self, aim: int) -> int:
         """Balloon empty (the caller deflated it): page cache refilled and the
-        guest's available memory set to ``aim``."""
-        for _ in range(5):
+        guest's available memory set to ``aim``, as its statistics (what the
+        policy decides on) report it; returns what they report."""
+        for _ in range(6):
             self.fill_cache()
-            err = self.agent.mem().available - aim
+            err = self.stats_available() - aim
             if abs(err) <= TOLERANCE:
-                return
+                return aim + err
             self.hog(self.hog_mib + round(err / MiB))
         raise SystemExit(f"cannot set the guest's available memory to {aim / MiB:.0f} "
                          f"MiB (off by {err / MiB:+.0f} MiB)")
@@ -223,15 +231,14 @@ def event_time(event: dict) -> float:
 
 def policy_rep(vm: Vm, step: int) -> Rep:
     path = socket_path(vm.q.rundir)
-    vm.prepare(aim_for(step))
-    available = vm.stats_available()
+    available = vm.prepare(aim_for(step))
     vm.drain_events()
-    t0_wall, t0 = time.time(), time.monotonic()
-    reply = host_event(path, {"event": "pressure", "level": LEVEL})
-    if not reply.get("ok"):
-        raise SystemExit(f"host event refused: {reply}")
-    reaction, d, seen = vm.follow(t0, None, True, timeout_for(step))
     try:
+        t0_wall, t0 = time.time(), time.monotonic()
+        reply = host_event(path, {"event": "pressure", "level": LEVEL})
+        if not reply.get("ok"):
+            raise SystemExit(f"host event refused: {reply}")
+        reaction, d, seen = vm.follow(t0, None, True, timeout_for(step))
         if d is None:
             raise SystemExit(f"no {LEVEL} decision within {timeout_for(step):.0f} s; "
                              f"events {seen}")
@@ -256,17 +263,22 @@ def policy_rep(vm: Vm, step: int) -> Rep:
             time.sleep(0.1)
 
 
-def peer_rep(vm: Vm, step: int, target: int) -> Rep:
-    vm.prepare(aim_for(step))
-    available = vm.stats_available()
+def peer_rep(vm: Vm, step: int, target: int, drop_cache: bool = False) -> Rep:
+    """The manual path; ``drop_cache``: the guest's page cache dropped first, so
+    the balloon takes free memory (the reference for what reclaim costs)."""
+    available = vm.prepare(aim_for(step))
+    if drop_cache:
+        vm.agent.sh("sync; echo 1 >/proc/sys/vm/drop_caches")
+        available = vm.stats_available()
     vm.drain_events()
-    t0 = time.monotonic()
-    vm.q.cmd("balloon", value=vm.ram - target)
-    latency = time.monotonic() - t0
     try:
-        reaction, _, _ = vm.follow(t0, target, False, timeout_for(step))
+        t0 = time.monotonic()
+        vm.q.cmd("balloon", value=vm.ram - target)
+        latency = time.monotonic() - t0
+        reaction, _, seen = vm.follow(t0, target, False, timeout_for(step))
         rate = target / reaction if reaction else None
-        return Rep(target, target, available, latency, reaction, rate)
+        note = f"decisions {seen}" if seen else ""      # none: no policy object
+        return Rep(target, target, available, latency, reaction, rate, note)
     finally:
         vm.q.cmd("balloon", value=vm.ram)
         vm.wait_balloon(0, 60, "peer deflating")
@@ -316,28 +328,35 @@ def boot(stack: ExitStack, memory: str) -> tuple[Vm, BalloonBridge]:
 
 
 def spread(values: list[float], fmt: str, scale: float = 1.0) -> str:
+    """median (min..max)"""
     if not values:
         return "-"
     v = [x * scale for x in values]
-    return (f"{statistics.median(v):{fmt}} ({min(v):{fmt}}..{max(v):{fmt}})")
+    if len(v) == 1:
+        return f"{v[0]:{fmt}}"
+    return f"{statistics.median(v):{fmt}} ({min(v):{fmt}}..{max(v):{fmt}})"
 
 
-def report(step: int, policy: list[Rep], peer: list[Rep]) -> None:
-    mib = lambda x: x / MiB  # noqa: E731
-    steps = [mib(r.step) for r in policy]
-    avail = [mib(r.available) for r in policy]
+def median(reps: list[Rep], field: str) -> float:
+    return statistics.median(getattr(r, field) for r in reps)
+
+
+def report(step: int, policy: list[Rep], peer: list[Rep], free: Rep) -> None:
+    steps = [r.step / MiB for r in policy]
+    avail = [r.available / MiB for r in policy]
     capped = sum(r.step == CAP and r.available - KEEP > CAP for r in policy)
-    print(f"\n{step // MiB} MiB step: the policy chose {spread(steps, '.0f')} MiB "
-          f"(guest available {spread(avail, '.0f')} MiB, keep {KEEP // MiB}); "
-          f"capped at inflate.max_step_mib {SPEC.inflate_max_mib}: {capped}/{len(policy)}")
-    print(f"  {'path':<7} {'latency ms':>22} {'reaction s':>22} {'rate MB/s':>20} "
-          f"{'rate MiB/s':>20}")
-    for name, reps in (("policy", policy), ("peer", peer)):
+    print(f"\n{step // MiB} MiB step: the policy chose {spread(steps, '.0f')} MiB of "
+          f"guest available {spread(avail, '.0f')} MiB (keep {KEEP // MiB}); capped at "
+          f"inflate.max_step_mib ({SPEC.inflate_max_mib}): {capped} of {len(policy)}")
+    print(f"  {'path':<11} {'decision/command ms':>20} {'reaction s':>22} "
+          f"{'rate MB/s':>16} {'rate MiB/s':>16}")
+    rows = (("policy", policy), ("peer", peer), ("peer, free", [free]))
+    for name, reps in rows:
         ok = [r for r in reps if r.reaction is not None]
-        print(f"  {name:<7} {spread([r.latency for r in reps], '.2f', 1e3):>22} "
+        print(f"  {name:<11} {spread([r.latency for r in reps], '.2f', 1e3):>20} "
               f"{spread([r.reaction for r in ok], '.3f'):>22} "
-              f"{spread([r.rate for r in ok], '.0f', 1e-6):>20} "
-              f"{spread([r.rate for r in ok], '.0f', 1 / MiB):>20}"
+              f"{spread([r.rate for r in ok], '.0f', 1e-6):>16} "
+              f"{spread([r.rate for r in ok], '.0f', 1 / MiB):>16}"
               + (f"  {len(reps) - len(ok)} timed out" if len(ok) < len(reps) else ""))
         for i, r in enumerate(reps):
             if r.note:
@@ -345,17 +364,26 @@ def report(step: int, policy: list[Rep], peer: list[Rep]) -> None:
     pol = [r for r in policy if r.reaction is not None]
     per = [r for r in peer if r.reaction is not None]
     if pol and per:
-        react = statistics.median(r.reaction for r in pol) / \
-            statistics.median(r.reaction for r in per)
-        rate = statistics.median(r.rate for r in pol) / statistics.median(r.rate for r in per)
-        print(f"  policy/peer: reaction x{react:.2f}, rate x{rate:.2f}; "
-              f"extra reaction {1e3 * (statistics.median(r.reaction for r in pol) - statistics.median(r.reaction for r in per)):+.0f} ms")
+        react, rate = (median(pol, f) / median(per, f) for f in ("reaction", "rate"))
+        extra = median(pol, "reaction") - median(per, "reaction")
+        print(f"  policy/peer: reaction x{react:.2f} ({extra * 1e3:+.0f} ms), rate "
+              f"x{rate:.2f}; decision vs command latency {median(pol, 'latency') * 1e3:.2f}"
+              f" vs {median(per, 'latency') * 1e3:.2f} ms")
     for name, reps in (("policy", pol), ("peer", per)):
         if reps:
-            slow = min(r.rate for r in reps) / 1e6
-            print(f"  {name} vs ARCVM's {STALL_MBPS:.0f} MB/s stall: median "
-                  f"x{statistics.median(r.rate for r in reps) / 1e6 / STALL_MBPS:.1f}, "
-                  f"slowest x{slow / STALL_MBPS:.1f}")
+            print(f"  {name} rate vs ARCVM's {STALL_MBPS:.0f} MB/s stall: median "
+                  f"x{median(reps, 'rate') / 1e6 / STALL_MBPS:.1f}, slowest "
+                  f"x{min(r.rate for r in reps) / 1e6 / STALL_MBPS:.1f}")
+    if per and free.rate:
+        print(f"  reclaiming page cache: the peer inflates at "
+              f"{median(per, 'rate') / free.rate:.2f} of its rate from free memory")
+
+
+def show(path: str, s: int, i: int, r: Rep) -> None:
+    what = "decision" if path == "policy" else "command"
+    reaction = "timeout" if r.reaction is None else f"{r.reaction:.3f} s"
+    print(f"{path:<10} {s // MiB:>5} MiB rep {i}: step {r.step / MiB:.0f} MiB, {what} "
+          f"{r.latency * 1e3:.2f} ms, reaction {reaction}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,43 +401,46 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--reps must be >= 1 and steps >= inflate.min_step_mib "
                 f"({SPEC.inflate_min_mib} MiB)")
 
+    policy: dict[int, list[Rep]] = {s: [] for s in steps}
+    peer: dict[int, list[Rep]] = {s: [] for s in steps}
+    free: dict[int, Rep] = {}
     with ExitStack() as stack:
         vm, bridge = boot(stack, args.memory)
-        ram = vm.ram
-        print(f"Balloon reaction: guest {ram // MiB} MiB under TCG in the foreground at "
+        print(f"Balloon reaction: guest {vm.ram // MiB} MiB under TCG in the foreground at "
               f"{SPEC.levels[0].name}; signal: host pressure {LEVEL} (keep {KEEP // MiB} "
-              f"MiB); available memory page cache, set to keep + step; {args.reps} "
-              f"repetitions per step; peer: QMP balloon to the same target", flush=True)
+              f"MiB); guest available memory = keep + step, page cache; {args.reps} "
+              f"repetitions per step and path; peer: QMP balloon to the same target",
+              flush=True)
         vm.fill_cache()
-        full = vm.agent.mem().available
+        mem = vm.agent.mem()
+        full, vm.floor = mem.available, mem.free
         for s in steps:
-            if aim_for(s) > full - 16 * MiB or s > ram - SPEC.min_size_mib * MiB:
+            if aim_for(s) > full - 16 * MiB or s > vm.ram - SPEC.min_size_mib * MiB:
                 raise SystemExit(f"a {s // MiB} MiB step needs more guest RAM than "
                                  f"{args.memory} (available {full // MiB} MiB with a full "
                                  f"page cache, min_size_mib {SPEC.min_size_mib})")
-        policy: dict[int, list[Rep]] = {s: [] for s in steps}
-        peer: dict[int, list[Rep]] = {s: [] for s in steps}
         for s in steps:
             vm.hog((full - aim_for(s)) // MiB)
+            target = 0
             for i in range(args.reps):
-                set_policy(vm, bridge, True)
-                r = policy_rep(vm, s)
-                policy[s].append(r)
-                print(f"policy {s // MiB:>5} MiB rep {i + 1}: step {r.step / MiB:.0f} MiB, "
-                      f"decision {r.latency * 1e3:.2f} ms, reaction "
-                      f"{'timeout' if r.reaction is None else f'{r.reaction:.3f} s'}",
-                      flush=True)
-                set_policy(vm, bridge, False)      # stock virtio-balloon
-                r = peer_rep(vm, s, r.target)
-                peer[s].append(r)
-                print(f"peer   {s // MiB:>5} MiB rep {i + 1}: step {r.step / MiB:.0f} MiB, "
-                      f"command {r.latency * 1e3:.2f} ms, reaction "
-                      f"{'timeout' if r.reaction is None else f'{r.reaction:.3f} s'}",
-                      flush=True)
+                # alternate which path goes first: the guest's state drifts a little
+                for path in ("policy", "peer") if i % 2 == 0 else ("peer", "policy"):
+                    set_policy(vm, bridge, path == "policy")
+                    if path == "policy":
+                        r = policy_rep(vm, s)
+                        target = r.target
+                        policy[s].append(r)
+                    else:
+                        r = peer_rep(vm, s, target)
+                        peer[s].append(r)
+                    show(path, s, i + 1, r)
+            set_policy(vm, bridge, False)
+            free[s] = peer_rep(vm, s, target, drop_cache=True)
+            show("peer, free", s, 1, free[s])
         if not vm.q.alive():
             raise SystemExit("QEMU died")
     for s in steps:
-        report(s, policy[s], peer[s])
+        report(s, policy[s], peer[s], free[s])
     return 0
 
 

@@ -340,6 +340,30 @@ def test_guest_pressure_with_an_empty_balloon_still_holds_inflation(lib, spec):
     assert changed and out.target == 0 and lib.reasons[out.reason] == GUEST_PRESSURE
 
 
+def test_stalls_of_the_balloons_own_inflation_are_not_guest_pressure(lib, spec):
+    """Inflating from page cache makes the balloon's own allocations stall
+    (a 6.10+ guest reports them): no guest-pressure while it inflates; the same
+    stalls once the balloon has settled are the guest's own need."""
+    pol = Policy(lib)
+    kw = dict(ram=1024 * MIB, level=1, foreground=False, stats_valid=True, free=0,
+              cache=0)
+    _, out = pol.decide(pol.inputs(now_ms=1000, stats_ms=1000, balloon=0,
+                                   available=701 * MIB, **kw))
+    assert mib(out.target) == 445
+    for i, now in enumerate((1500, 2000, 2500)):
+        changed, out = pol.decide(pol.inputs(now_ms=now, stats_ms=now,
+                                             balloon=(i + 1) * 140 * MIB,
+                                             available=(701 - (i + 1) * 140) * MIB,
+                                             alloc_stalls=40 * (i + 1), **kw))
+        assert mib(out.target) == 445 and lib.reasons[out.reason] != GUEST_PRESSURE, now
+    pol.decide(pol.inputs(now_ms=3000, stats_ms=2500, balloon=445 * MIB,
+                          available=256 * MIB, alloc_stalls=120, **kw))
+    changed, out = pol.decide(pol.inputs(now_ms=4000, stats_ms=4000, balloon=445 * MIB,
+                                         available=250 * MIB, alloc_stalls=130, **kw))
+    assert changed and lib.reasons[out.reason] == GUEST_PRESSURE
+    assert mib(out.target) == 445 - spec.emergency_deflate_mib
+
+
 # -- 4. the minimum guest size --------------------------------------------------------
 
 def _idle_guest():

@@ -178,7 +178,7 @@ bool tabvm_balloon_decide(const TabvmBalloonParams *p,
 {
     uint64_t max_balloon = sub_sat(in->ram, p->min_size);
     uint64_t target, keep, available;
-    bool keep_changed, fresh, guest_short, deflated_itself;
+    bool keep_changed, fresh, inflating, guest_short, deflated_itself;
     int reason = TABVM_BALLOON_STEADY;
 
     if (!s->started) {
@@ -195,10 +195,16 @@ bool tabvm_balloon_decide(const TabvmBalloonParams *p,
     }
     fresh = in->stats_valid && s->settled_ms >= 0 &&
             in->stats_ms > s->settled_ms;
+    /*
+     * The balloon's own allocations stall while it inflates from page cache:
+     * allocation stalls count as the guest's need only when it is not.
+     */
+    inflating = s->target >= in->balloon + p->inflate_min_step ||
+                in->balloon > s->last_balloon;
     guest_short = in->stats_valid && in->stats_ms > s->pressure_ms &&
                   (in->available < p->emergency_available ||
                    in->oom_kills > s->oom_kills ||
-                   in->alloc_stalls > s->alloc_stalls);
+                   (!inflating && in->alloc_stalls > s->alloc_stalls));
     /* e.g. virtio-balloon's deflate-on-oom: smaller, and we did not ask */
     deflated_itself = s->target >= s->last_balloon &&
                       in->balloon + p->inflate_min_step <= s->last_balloon;
