@@ -543,7 +543,7 @@ static char *tabvm_balloon_get_balloon(Object *obj, Error **errp)
 }
 
 static void tabvm_balloon_set_balloon(Object *obj,
-                                         const char *value, Error **errp)
+                                      const char *value, Error **errp)
 {
     TabvmBalloonState *s = TABVM_BALLOON(obj);
 
@@ -557,7 +557,7 @@ static char *tabvm_balloon_get_chardev(Object *obj, Error **errp)
 }
 
 static void tabvm_balloon_set_chardev(Object *obj,
-                                         const char *value, Error **errp)
+                                      const char *value, Error **errp)
 {
     TabvmBalloonState *s = TABVM_BALLOON(obj);
 
@@ -571,7 +571,7 @@ static char *tabvm_balloon_get_psi(Object *obj, Error **errp)
 }
 
 static void tabvm_balloon_set_psi(Object *obj,
-                                     const char *value, Error **errp)
+                                  const char *value, Error **errp)
 {
     TabvmBalloonState *s = TABVM_BALLOON(obj);
 
@@ -598,7 +598,7 @@ static char *tabvm_balloon_get_host_level(Object *obj, Error **errp)
 }
 
 static void tabvm_balloon_set_host_level(Object *obj,
-                                            const char *value, Error **errp)
+                                         const char *value, Error **errp)
 {
     TabvmBalloonState *s = TABVM_BALLOON(obj);
     int level = tabvm_balloon_level_by_name(value);
@@ -635,15 +635,15 @@ static void tabvm_balloon_get_u64(Object *obj, Visitor *v, const char *name,
 }
 
 static void tabvm_balloon_get_min_size(Object *obj, Visitor *v,
-                                          const char *name, void *opaque,
-                                          Error **errp)
+                                       const char *name, void *opaque,
+                                       Error **errp)
 {
     visit_type_size(v, name, &TABVM_BALLOON(obj)->min_size, errp);
 }
 
 static void tabvm_balloon_set_min_size(Object *obj, Visitor *v,
-                                          const char *name, void *opaque,
-                                          Error **errp)
+                                       const char *name, void *opaque,
+                                       Error **errp)
 {
     TabvmBalloonState *s = TABVM_BALLOON(obj);
     uint64_t value;
@@ -658,15 +658,15 @@ static void tabvm_balloon_set_min_size(Object *obj, Visitor *v,
 }
 
 static void tabvm_balloon_get_interval(Object *obj, Visitor *v,
-                                          const char *name, void *opaque,
-                                          Error **errp)
+                                       const char *name, void *opaque,
+                                       Error **errp)
 {
     visit_type_uint32(v, name, &TABVM_BALLOON(obj)->interval_ms, errp);
 }
 
 static void tabvm_balloon_set_interval(Object *obj, Visitor *v,
-                                          const char *name, void *opaque,
-                                          Error **errp)
+                                       const char *name, void *opaque,
+                                       Error **errp)
 {
     TabvmBalloonState *s = TABVM_BALLOON(obj);
     uint32_t value;
