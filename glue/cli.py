@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from generator.ir import Balloon
 from tabvm.guest import GuestBuildError
 
 from .accel import select_accel, wait_for_console
@@ -174,8 +175,8 @@ def _on_android() -> bool:
     return Path("/system/build.prop").exists()
 
 
-def _config(args: argparse.Namespace, rundir: Path,
-            bt_chardev: str | None = None) -> VmConfig:
+def _config(args: argparse.Namespace, rundir: Path, bt_chardev: str | None = None,
+            balloon_spec: Balloon | None = None) -> VmConfig:
     from tabvm.guest import build_guest
 
     from .profile import default_outputs
@@ -183,7 +184,7 @@ def _config(args: argparse.Namespace, rundir: Path,
     image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
 
     sound, env = _audio(args, outputs, rundir)
-    balloon = _balloon_setup(args, rundir)
+    balloon = _balloon_setup(args, rundir, balloon_spec)
 
     def config_for(accel: str) -> VmConfig:
         # the unpacked ELF kernel boots about twice as fast under TCG (PVH entry)
@@ -195,30 +196,31 @@ def _config(args: argparse.Namespace, rundir: Path,
     return config_for(accel)
 
 
-def _balloon_setup(args: argparse.Namespace, rundir: Path) -> BalloonSetup | None:
-    """virtio-balloon and the policy object; the policy sets its own PSI triggers
-    where the host lets it (else the glue's adapters are its only host input)."""
-    if args.balloon == "off":
+def _balloon_setup(args: argparse.Namespace, rundir: Path,
+                   spec: Balloon | None) -> BalloonSetup | None:
+    """virtio-balloon and the policy object (None without a policy ``spec``); the
+    policy sets its own PSI triggers where the host lets it (else the glue's
+    adapters are its only host input)."""
+    if spec is None:
         return None
     if args.memory_cgroup is not None:
         try:
             cgroup_meminfo(args.memory_cgroup)
         except (OSError, ValueError) as exc:
             raise ProfileError(f"--memory-cgroup {args.memory_cgroup}: {exc}") from None
-    why = psi_usable(levels_from_spec())
+    why = psi_usable(spec)
     _log("balloon", psi="on" if why is None else repr(f"off: {why}"))
     return BalloonSetup(pressure_socket=rundir / PRESSURE_SOCKET,
                         psi=PSI_MEMORY if why is None else None, foreground=True)
 
 
-def _start_balloon_bridge(args: argparse.Namespace, rundir: Path):
+def _start_balloon_bridge(args: argparse.Namespace, rundir: Path, spec: Balloon | None):
     """The host side of ballooning and the host-event socket: (bridge, server), or
-    None with --balloon off. On a Linux host the bridge also feeds the host's
-    MemAvailable; on Android, host events (lmkd, ActivityManager, onTrimMemory,
-    foreground/background) arrive on the socket."""
-    if args.balloon == "off":
+    None without a policy ``spec`` (--balloon off). On a Linux host the bridge also
+    feeds the host's MemAvailable; on Android, host events (lmkd, ActivityManager,
+    onTrimMemory, foreground/background) arrive on the socket."""
+    if spec is None:
         return None
-    spec = levels_from_spec()
     bridge = BalloonBridge(PolicyLink(rundir / PRESSURE_SOCKET, timeout=2.0,
                                       connect_timeout=5.0), spec,
                            linux=None if _on_android() and not args.memory_cgroup
@@ -345,7 +347,9 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
         return 1
     peer = None
     try:
-        config = _config(args, rundir, bt.chardev(BT_CHARDEV_ID, rundir) if bt else None)
+        balloon_spec = levels_from_spec() if args.balloon == "on" else None
+        config = _config(args, rundir, bt.chardev(BT_CHARDEV_ID, rundir) if bt else None,
+                         balloon_spec)
         if bt is not None:
             peer = bt.start(rundir, log_path=rundir / "bt-peer.log")
             ready = peer.ready if peer else {}
@@ -361,7 +365,7 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
         with Qemu(config, rundir) as vm:
             _log("qmp-connected", seconds=f"{time.monotonic() - t0:.2f}")
             touch = _start_touch_bridge(args, vm)
-            balloon = _start_balloon_bridge(args, rundir)
+            balloon = _start_balloon_bridge(args, rundir, balloon_spec)
             try:
                 return _run_loop(args, vm, show_guest, t0, rundir)
             finally:
