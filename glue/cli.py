@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from generator.errors import SpecErrors
 from generator.ir import Balloon
 from tabvm.guest import GuestBuildError
 
@@ -355,6 +356,11 @@ def run(args: argparse.Namespace, show_guest: bool = False) -> int:
             ready = peer.ready if peer else {}
             _log("bt", backend=bt, **{k: ready[k] for k in ("controller_address",
                                                          "advertiser_name") if ready.get(k)})
+    except SpecErrors as exc:
+        for error in exc.errors:
+            print(f"tabvm: error: {error}", file=sys.stderr)
+        shutil.rmtree(rundir, ignore_errors=True)
+        return 1
     except (ProfileError, RuntimeError, OSError, GuestBuildError, BtPeerError) as exc:
         print(f"tabvm: error: {exc}", file=sys.stderr)
         shutil.rmtree(rundir, ignore_errors=True)

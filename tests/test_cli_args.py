@@ -35,3 +35,40 @@ def test_touch_range_parsed():
                                   "hci:0"])
 def test_bt_spec_accepted(spec):
     assert parser().parse_args(["run", "--bt", spec]).bt == spec
+
+
+def test_bad_balloon_choice(capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--balloon", "maybe"])
+    assert "invalid choice: 'maybe'" in capsys.readouterr().err
+
+
+def test_run_with_a_broken_balloon_spec_says_where(tmp_path, monkeypatch, capsys):
+    """A policy spec that does not check stops `tabvm run` with its file:line
+    errors, before anything starts."""
+    import glue.cli
+    from glue.balloon import levels_from_spec
+
+    bad = tmp_path / "balloon.yaml"
+    bad.write_text("kind: balloon-policy\nname: balloon\ndescription: x\n"
+                   "guest: {ram_mib: 1024, min_size_mib: 2048}\nlevels: []\n")
+    monkeypatch.setattr(glue.cli, "levels_from_spec", lambda: levels_from_spec(bad))
+    args = parser().parse_args(["run", "--bt", "none", "--duration", "1"])
+    args.builddir = None
+    assert glue.cli.run(args) == 1
+    err = capsys.readouterr().err
+    assert "balloon.yaml:5: levels: min length is 2" in err, err
+    assert "Traceback" not in err
+
+
+def test_run_with_a_missing_memory_cgroup_is_a_clear_error(build_outputs, guest_image,
+                                                           capsys):
+    import glue.cli
+
+    args = parser().parse_args(["run", "--bt", "none", "--audio", "none", "--accel", "tcg",
+                                "--memory-cgroup", "/nonexistent/cg", "--duration", "1"])
+    args.builddir = build_outputs.root
+    assert glue.cli.run(args) == 1
+    err = capsys.readouterr().err
+    assert "tabvm: error: --memory-cgroup /nonexistent/cg: " in err, err
+    assert "Traceback" not in err
