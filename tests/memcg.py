@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from glue.balloon import read_cgroup_stat
+
 ROOT = Path("/sys/fs/cgroup")
 
 
@@ -89,7 +91,6 @@ class MemoryCgroup:
     @property
     def file_cache(self) -> int:
         """Page cache charged to the cgroup: reclaimable, so no limit binds on it."""
-        from glue.balloon import read_cgroup_stat
         stat = read_cgroup_stat(self.path / "memory.stat")
         return stat["file"] if self.v2 else stat.get("total_cache", stat.get("cache", 0))
 

@@ -17,23 +17,12 @@ from glue.profile import POLICY_PATH, BalloonSetup, builtin_profile
 from glue.qemu import Qemu
 from glue.runtime import new_runtime_dir
 from glue.snapshot import FileRam, SnapshotError, resume, suspend
+from test_balloon_e2e import Vm
 
 pytestmark = pytest.mark.e2e
 
 MiB = 1 << 20
 RAM = 512 * MiB
-
-
-def balloon(q: Qemu) -> int:
-    return RAM - q.cmd("query-balloon")["actual"]
-
-
-def wait_balloon(q: Qemu, done, timeout: float, what: str) -> int:
-    deadline = time.monotonic() + timeout
-    while not done(b := balloon(q)):
-        assert time.monotonic() < deadline, f"{what}: balloon {b / MiB:.0f} MiB"
-        time.sleep(0.05)
-    return b
 
 
 def allocated(path) -> int:
@@ -51,10 +40,12 @@ def test_suspend_resume_keeps_guest_ram_and_the_balloon_works(build_outputs, gue
         agent = AgentClient(str(q.agent_socket), connect_timeout=30)
         agent.wait_ready(timeout=180)
         agent.hold("marker", "held-in-guest-ram-42")
+        vm = Vm(q, agent, None, None)
         # backgrounded under critical pressure the balloon takes what it may
         q.qom_set(POLICY_PATH, "host-level", "critical")
         q.qom_set(POLICY_PATH, "foreground", False)
-        inflated = wait_balloon(q, lambda b: b >= RAM - 256 * MiB - MiB, 15, "before suspend")
+        vm.wait_balloon(lambda b: b >= RAM - 256 * MiB - MiB, 15, "before suspend")
+        inflated = vm.balloon()
         agent.close()
         took = suspend(q, state)
     finally:
@@ -70,12 +61,13 @@ def test_suspend_resume_keeps_guest_ram_and_the_balloon_works(build_outputs, gue
     try:
         agent = AgentClient(str(q.agent_socket), connect_timeout=30)
         assert agent.recall("marker") == "held-in-guest-ram-42"
+        vm = Vm(q, agent, None, None)
         first_answer = time.monotonic() - t0
         print(f"resume to the agent's first answer {first_answer * 1000:.0f} ms")
         assert q.cmd("query-status")["status"] == "running"
         assert agent.mem().balloon == inflated   # the guest's balloon came back too
         # a new policy object, in the foreground: it gives the guest everything
-        wait_balloon(q, lambda b: b == 0, 15, "foreground after resume")
+        vm.wait_balloon(lambda b: b == 0, 15, "foreground after resume")
         assert agent.mem().balloon == 0
         agent.memhog(200)                         # the guest touches memory again
         while not agent.memhog_stat().done:
@@ -86,7 +78,8 @@ def test_suspend_resume_keeps_guest_ram_and_the_balloon_works(build_outputs, gue
         # it when it reconnects); here over QMP
         q.qom_set(POLICY_PATH, "host-level", "critical")
         q.qom_set(POLICY_PATH, "foreground", False)
-        b = wait_balloon(q, lambda b: b >= RAM - 256 * MiB - MiB, 15, "background after resume")
+        vm.wait_balloon(lambda b: b >= RAM - 256 * MiB - MiB, 15, "background after resume")
+        b = vm.balloon()
         time.sleep(1)
         # ballooned pages are discarded from the RAM file (punched holes; also
         # by free page reporting): it holds no more than the guest outside the
