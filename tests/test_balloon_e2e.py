@@ -395,3 +395,24 @@ def test_psi_triggers_as_the_kernel_takes_them(build_outputs, guest_image):
                 q.start()
         finally:
             q.stop()
+
+
+@pytest.mark.parametrize("props, message", [
+    ((("interval", 5),), "interval must be 100 to 60000 ms"),
+    ((("min-size", "4G"),), "min-size 4096 MiB is not below the guest's RAM (512 MiB)"),
+    ((("balloon", "nosuch"),), "balloon 'nosuch' is not a virtio-balloon device"),
+    ((("balloon", "battery"),), "balloon 'battery' is not a virtio-balloon device"),
+    ((("host-level", "dire"),), "unknown level 'dire'"),
+    ((("chardev", "nosuch"),), "chardev 'nosuch' not found"),
+    ((("bogus", 1),), "Invalid parameter 'bogus'"),
+])
+def test_bad_policy_options_are_clear_errors(build_outputs, guest_image, props, message):
+    rundir = new_runtime_dir("test-balloon-opts")
+    config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg",
+                             touch=False, balloon=BalloonSetup(props=props))
+    q = Qemu(config, rundir)
+    try:
+        with pytest.raises(QemuError, match=re.escape(message)):
+            q.start()
+    finally:
+        q.stop()
