@@ -717,8 +717,10 @@ class BalloonBridge:
                 out["qemu_error"] = str(exc)
         return out
 
-    def register(self, server: Any) -> None:
-        """Add the balloon's events to a host_events.HostEventServer."""
+    def register(self, server: Any, with_lifecycle: bool = False) -> None:
+        """Add the balloon's events to a host_events.HostEventServer. With a
+        lifecycle (glue.lifecycle), it owns foreground, background, trim-memory
+        and status, and calls this bridge itself."""
         def state(reply: dict[str, Any] | None) -> dict[str, Any]:
             out: dict[str, Any] = {"level": self.name(self.level()),
                                    "foreground": self._foreground}
@@ -726,18 +728,19 @@ class BalloonBridge:
                 out["qemu"] = reply
             return out
 
-        server.register("foreground", lambda ev: state(self.set_foreground(True)))
-        server.register("background", lambda ev: state(self.set_foreground(False)))
+        if not with_lifecycle:
+            server.register("foreground", lambda ev: state(self.set_foreground(True)))
+            server.register("background", lambda ev: state(self.set_foreground(False)))
+            server.register("trim-memory", lambda ev: state(self.on_android_event(ev)),
+                            fields={"level": (str, int)})
+            server.register("status", lambda ev: self.status())
         server.register("pressure", lambda ev: state(self.set_pressure(ev["level"])),
                         fields={"level": str})
-        server.register("trim-memory", lambda ev: state(self.on_android_event(ev)),
-                        fields={"level": (str, int)})
         server.register("memory-info", lambda ev: state(self.on_android_event(ev)),
                         fields={"avail": int, "threshold": int, "total": int,
                                 "low": bool})
         server.register("lmkd", lambda ev: state(self.on_android_event(ev)),
                         fields={"minfree": str, "free_kib": int})
-        server.register("status", lambda ev: self.status())
 
 
 def psi_usable(spec: Balloon, path: Path | str = PSI_MEMORY) -> str | None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import shutil
+import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,20 +33,27 @@ from .host_events import socket_path as socket_path_of
 from .evdev import INPUT_PROP_DIRECT, contact_frames, input_devices
 from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
 from .profile import (BT_CHARDEV_ID, POLICY_PATH, READY_MARKER, BalloonSetup, BuildOutputs,
-                      ProfileError, builtin_profile)
+                      ProfileError, builtin_profile, default_outputs)
+from .lifecycle import Disk, Lifecycle
+from .profile_spec import Profile, load_profile
 from .qemu import Qemu, QemuError, VmConfig
 from .qmp_input import mtt, touch_frame
-from .runtime import new_runtime_dir
+from .runtime import new_runtime_dir, private_dir, runtime_base
+from .session import QemuImg, Session, builtin_base_disk
 from .touch_bridge import TouchBridge
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("profile", nargs="?", type=Path, default=None,
+                   help="the VM profile (YAML, profiles/README.md; default: "
+                   "profiles/default.yaml, the test guest); the options below override it")
     p.add_argument("--builddir", type=Path, default=None,
                    help="where `tabvm build` put QEMU, firmware and AML (default: build/)")
-    p.add_argument("--accel", default="auto", choices=["auto", "tcg", "kvm"],
+    p.add_argument("--accel", default=None, choices=["auto", "tcg", "kvm"],
                    help="auto: KVM if it really runs the guest here, else TCG")
-    p.add_argument("--memory", default="512M")
-    p.add_argument("--battery", default="auto", choices=["auto", "host", "simulated"],
+    p.add_argument("--memory", default=None, type=_memory,
+                   help="guest RAM, e.g. 512M or 2G")
+    p.add_argument("--battery", default=None, choices=["auto", "host", "simulated"],
                    help="battery source: the host's power supply, a simulated "
                    "discharge curve, or auto (host if it has a battery)")
     p.add_argument("--power-supply-root", type=Path, default=POWER_SUPPLY,
@@ -56,16 +66,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--touch-range", metavar="X0:X1,Y0:Y1", type=_touch_range,
                    default=None, help="the source's axis ranges, for a source that is "
                    "not an evdev device (a pipe or file)")
-    p.add_argument("--bt", metavar="SPEC", default="bumble", type=_bt_spec,
+    p.add_argument("--bt", metavar="SPEC", default=None, type=_bt_spec,
                    help="the Bluetooth controller's host side: bumble (a virtual "
                    "controller and an advertiser, the default), unix:PATH or "
                    "tcp:HOST:PORT (an H4 server such as an HCI bridge), hci:N (the "
                    "host's hciN through an HCI user channel), or none")
     p.add_argument("--audio", choices=["none", "opensles", "wav"], default=None,
                    help="the sound card's backend: opensles (Android's OpenSL ES; on a "
-                   "desktop host the project's test stand-in), wav (a file), or none "
-                   "(run: none, demo: opensles)")
-    p.add_argument("--balloon", choices=["on", "off"], default="on",
+                   "desktop host the project's test stand-in), wav (a file), or none")
+    p.add_argument("--balloon", choices=["on", "off"], default=None,
                    help="automatic ballooning (devspecs/balloon.yaml): virtio-balloon "
                    "driven by the policy object in QEMU, fed by the host's memory "
                    "pressure and by host events on RUNDIR/host-events.sock")
@@ -73,9 +82,23 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="the memory cgroup the VM runs in (e.g. an Android app's memcg): "
                    "its limit, not the host's MemAvailable, is the host pressure the "
                    "balloon follows")
+    p.add_argument("--state-dir", metavar="DIR", type=Path, default=None,
+                   help="the session's state directory (RAM file, journal, disk "
+                   "overlay, template; default: the profile's)")
     p.add_argument("--duration", type=float, default=None,
-                   help="stop after this many seconds (default: run until Ctrl-C; "
-                   "demo: 30)")
+                   help="stop after this many seconds, doing the profile's on_shutdown "
+                   "(default: run until a shutdown host event, Ctrl-C or SIGTERM; demo: 30)")
+
+
+def _memory(text: str) -> str:
+    m = re.fullmatch(r"(\d+)([MG])", text.strip().upper())
+    if not m or int(m.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 512M or 2G")
+    return f"{int(m.group(1)) << (10 if m.group(2) == 'G' else 0)}M"
+
+
+def memory_mib(text: str) -> int:
+    return int(text.removesuffix("M"))
 
 
 def _bt_spec(text: str) -> str:
@@ -176,25 +199,71 @@ def _on_android() -> bool:
     return Path("/system/build.prop").exists()
 
 
-def _config(args: argparse.Namespace, rundir: Path, bt_chardev: str | None = None,
-            balloon_spec: Balloon | None = None) -> VmConfig:
+def _config(args: argparse.Namespace, profile: Profile, rundir: Path, outputs: BuildOutputs,
+            bt_chardev: str | None = None, balloon_spec: Balloon | None = None) -> VmConfig:
+    """The VM's QEMU configuration from the profile (with the command line's overrides
+    already in ``args``), without its RAM file and disk (the lifecycle adds them)."""
     from tabvm.guest import build_guest
 
-    from .profile import default_outputs
-    outputs = BuildOutputs(args.builddir) if args.builddir else default_outputs()
-    image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
+    outputs.check()
+    if profile.guest.kernel is None or profile.guest.initrd is None:
+        image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
+    kernel = profile.guest.kernel or image.vmlinux
+    initrd = profile.guest.initrd or image.initrd
 
     sound, env = _audio(args, outputs, rundir)
     balloon = _balloon_setup(args, rundir, balloon_spec)
+    touch = profile.devices.touchscreen or args.touch_from is not None
 
     def config_for(accel: str) -> VmConfig:
         # the unpacked ELF kernel boots about twice as fast under TCG (PVH entry)
-        return builtin_profile(outputs, image.vmlinux, image.initrd, accel, args.memory,
+        return builtin_profile(outputs, kernel, initrd, accel, args.memory, touch=touch,
                                bt_chardev=bt_chardev, audiodev=sound, balloon=balloon,
-                               env=env)
+                               env=env, battery=args.battery != "off", cpus=profile.cpus,
+                               qmp_tcp=profile.qmp_tcp)
 
     accel = select_accel(args.accel, probe=lambda: _probe_kvm(config_for))
     return config_for(accel)
+
+
+def _effective(args: argparse.Namespace, profile: Profile) -> None:
+    """Fill the options not given on the command line from the profile."""
+    d = profile.devices
+    if args.memory is None:
+        args.memory = f"{profile.memory_mib}M"
+    if args.accel is None:
+        args.accel = profile.accel
+    if args.battery is None:
+        args.battery = d.battery or "off"
+    if args.bt is None:
+        args.bt = d.bluetooth or "none"
+    if args.audio is None:
+        args.audio = d.audio or "none"
+    if args.balloon is None:
+        args.balloon = "on" if d.balloon else "off"
+    if args.memory_cgroup is None:
+        args.memory_cgroup = d.memory_cgroup
+    if args.touch_from is None and d.touch_from is not None:
+        args.touch_from = str(d.touch_from)
+
+
+def _disk(profile: Profile) -> Disk | None:
+    if profile.disk is None:
+        return None
+    if profile.disk.base is None:
+        return Disk(builtin_base_disk(profile.disk.size_mib), "raw")
+    return Disk(profile.disk.base, profile.disk.format)
+
+
+def _open_runtime(profile: Profile, state_dir: Path | None) -> tuple[Path, Session]:
+    """The profile's runtime directory (stale sockets removed) and its session, locked."""
+    session = Session(state_dir or profile.state_dir)
+    session.lock()
+    rundir = private_dir(private_dir(runtime_base()) / profile.name)
+    for stale in rundir.iterdir():
+        if stale.is_socket() or stale.suffix in (".log", ".wav"):
+            stale.unlink()
+    return rundir, session
 
 
 def _balloon_setup(args: argparse.Namespace, rundir: Path,
@@ -215,11 +284,12 @@ def _balloon_setup(args: argparse.Namespace, rundir: Path,
                         psi=PSI_MEMORY if why is None else None, foreground=True)
 
 
-def _start_balloon_bridge(args: argparse.Namespace, rundir: Path, spec: Balloon | None):
-    """The host side of ballooning and the host-event socket: (bridge, server), or
-    None without a policy ``spec`` (--balloon off). On a Linux host the bridge also
-    feeds the host's MemAvailable; on Android, host events (lmkd, ActivityManager,
-    onTrimMemory, foreground/background) arrive on the socket."""
+def _start_balloon_bridge(args: argparse.Namespace, rundir: Path, spec: Balloon | None,
+                          server: HostEventServer) -> BalloonBridge | None:
+    """The host side of ballooning, or None without a policy ``spec`` (--balloon
+    off). On a Linux host the bridge also feeds the host's MemAvailable; on Android,
+    host events (lmkd, ActivityManager, onTrimMemory, foreground/background) arrive
+    on the host-event socket ``server``."""
     if spec is None:
         return None
     bridge = BalloonBridge(PolicyLink(rundir / PRESSURE_SOCKET, timeout=2.0,
@@ -227,11 +297,8 @@ def _start_balloon_bridge(args: argparse.Namespace, rundir: Path, spec: Balloon 
                            linux=None if _on_android() and not args.memory_cgroup
                            else LinuxHostAdapter(spec, cgroup=args.memory_cgroup),
                            foreground=True, log=_log).start()
-    server = HostEventServer(rundir, log=_log)
-    bridge.register(server)
-    server.start()
-    _log("host-events", socket=server.path)
-    return bridge, server
+    bridge.register(server, with_lifecycle=True)
+    return bridge
 
 
 def _guest_power(agent: AgentClient) -> str:
@@ -339,89 +406,311 @@ def _show_balloon(vm: Qemu, agent: AgentClient, rundir: Path) -> None:
           f"{took:.1f} s", flush=True)
 
 
-def run(args: argparse.Namespace, show_guest: bool = False) -> int:
+DISK_MOUNT = "mkdir -p /mnt/disk && (grep -q ' /mnt/disk ' /proc/mounts || " \
+             "mount -t ext4 /dev/vda /mnt/disk)"
+
+
+def _show_lifecycle(lifecycle: Lifecycle, agent: AgentClient, rundir: Path) -> AgentClient:
+    """Background + onTrimMemory(MODERATE) suspends the VM, foreground resumes it:
+    a marker in guest RAM and one on the guest's disk are still there. Returns
+    the agent connection to the resumed guest."""
+    socket_path = socket_path_of(rundir)
+    marker = f"demo-{time.monotonic_ns()}"
+    agent.hold("demo", marker)
+    on_disk = lifecycle.disk is not None
+    if on_disk:
+        agent.sh(f"{DISK_MOUNT} && echo {marker} > /mnt/disk/marker && sync")
+    agent.close()
+    host_event(socket_path, {"event": "background"})
+    reply = host_event(socket_path, {"event": "trim-memory", "level": "MODERATE"})
+    if not reply.get("ok"):
+        raise RuntimeError(f"suspend: {reply.get('error')}")
+    st = host_event(socket_path, {"event": "status"})
+    print(f"lifecycle: background + onTrimMemory(MODERATE) -> {reply.get('state')} in "
+          f"{st['timings_ms'].get('suspend_ms', 0):.0f} ms (QEMU exited; guest RAM stays "
+          f"in its file: {st['memory']['ram_file_mib']} MiB)", flush=True)
+    t0 = time.monotonic()
+    reply = host_event(socket_path, {"event": "foreground"}, timeout=120)
+    agent = AgentClient(str(rundir / "agent.sock"), connect_timeout=30)
+    in_ram = agent.recall("demo")
+    answered = (time.monotonic() - t0) * 1000
+    disk = agent.sh("cat /mnt/disk/marker").output.strip() if on_disk else None
+    st = host_event(socket_path, {"event": "status"})
+    print(f"lifecycle: foreground -> {reply.get('state')} from the {st['source']} "
+          f"(QEMU start to running {st['timings_ms'].get('resume_ms', 0):.0f} ms, "
+          f"guest agent answered after {answered:.0f} ms); marker in guest RAM "
+          f"{'kept' if in_ram == marker else 'LOST'}"
+          + (f", marker on its disk {'kept' if disk == marker else 'LOST'}"
+             if on_disk else ""), flush=True)
+    return agent
+
+
+def _capture_template(args: argparse.Namespace, profile: Profile,
+                      lifecycle: Lifecycle) -> int:
+    def ready(q: Qemu) -> None:
+        if profile.guest.kernel is None:        # the test guest: its agent says when
+            agent = AgentClient(str(q.agent_socket), connect_timeout=30)
+            try:
+                agent.wait_ready(timeout=180)
+            finally:
+                agent.close()
+        else:
+            _log("template", waiting_s=args.settle)
+            time.sleep(args.settle)
+
+    meta = lifecycle.capture_template(ready)
+    print(f"golden template of profile {profile.name}: {lifecycle.session.template} "
+          f"(booted in {meta['boot_s']} s; RAM {meta['ram_mib']} MiB, device state "
+          f"{meta['device_state_kib']} KiB)", flush=True)
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    """``tabvm status``: the running glue's view, or the session journal's."""
+    import json
+
+    from .journal import JournalError
     try:
+        profile = load_profile(args.profile)
+        session_dir = args.state_dir or profile.state_dir
+    except SpecErrors as exc:
+        for error in exc.errors:
+            print(f"tabvm: error: {error}", file=sys.stderr)
+        return 1
+    sock = socket_path_of(runtime_base() / profile.name)
+    try:
+        st = host_event(sock, {"event": "status"}, timeout=5)
+        st.pop("ok", None)
+        running = True
+    except OSError:
+        running = False
+        from .journal import Journal
+        try:
+            record = Journal(session_dir).load() if session_dir.is_dir() else None
+        except JournalError as exc:
+            print(f"tabvm: error: {exc}", file=sys.stderr)
+            return 1
+        st = {"state": "not running", "session": str(session_dir),
+              "journal": json.loads(record.to_json()) if record else None}
+    if args.json:
+        print(json.dumps(st, indent=1, sort_keys=True))
+        return 0
+    print(f"profile   {profile.name}  ({'glue running' if running else 'glue not running'})")
+    if running:
+        mem = st.get("memory", {})
+        print(f"state     {st['state']} ({'foreground' if st['foreground'] else 'background'})"
+              f", epoch {st['epoch']}, up {st.get('uptime_s')} s")
+        print(f"source    {st['source']}: {st['reason']}")
+        print("timings   " + ", ".join(f"{k} {v}" for k, v in st["timings_ms"].items()))
+        print("memory    " + ", ".join(f"{k} {v}" for k, v in mem.items()))
+        print("bridges   " + (", ".join(f"{k} {v}" for k, v in st["bridges"].items())
+                              or "none"))
+    else:
+        record = st["journal"]
+        if record is None:
+            print("session   none yet (the next start is a cold boot or the template)")
+        else:
+            cp = record.get("checkpoint")
+            print(f"journal   {record['state']}, epoch {record['epoch']}, "
+                  + (f"checkpoint {cp['device_state']} (resumable)" if cp
+                     else "no checkpoint (the next start is a cold boot)"))
+    print(f"session   {st['session']}")
+    return 0
+
+
+def _bt_link_down(q: Qemu) -> None:
+    """The Bluetooth controller's state lives in the host's controller, not in
+    QEMU, so the device blocks migration while its link is up: swap its chardev
+    for a null one (the device detaches). The resumed QEMU connects again and the
+    guest's btusb probes the controller afresh."""
+    q.cmd("chardev-change", id=BT_CHARDEV_ID, backend={"type": "null", "data": {}})
+
+
+class VmHandle:
+    """The current QEMU of a lifecycle, for bridges that outlive a suspend: their
+    QMP calls go to whichever QEMU runs now, and fail while none does."""
+
+    def __init__(self, lifecycle: Lifecycle):
+        self._lc = lifecycle
+
+    def _vm(self) -> Qemu:
+        vm = self._lc.vm
+        if vm is None:
+            raise QemuError(f"the VM is {self._lc.state}")
+        return vm
+
+    def cmd(self, name: str, **args: object):
+        return self._vm().cmd(name, **args)
+
+    def qom_set(self, path: str, prop: str, value: object) -> None:
+        self._vm().qom_set(path, prop, value)
+
+    def qom_get(self, path: str, prop: str):
+        return self._vm().qom_get(path, prop)
+
+    def alive(self) -> bool:
+        return self._lc.vm is not None and self._lc.vm.alive()
+
+    agent_socket = property(lambda self: self._lc.rundir / "agent.sock")
+
+
+def run(args: argparse.Namespace, show_guest: bool = False,
+        discard_session: bool = False, template: bool = False) -> int:
+    """``tabvm run``: the profile's VM through its lifecycle until a shutdown host
+    event, --duration, Ctrl-C or SIGTERM. ``discard_session`` (the demo): a
+    throwaway session that is powered off and removed at the end. ``template``
+    (``tabvm snapshot template``): capture the golden template instead."""
+    try:
+        profile = load_profile(args.profile)
+        _effective(args, profile)
         bt = _bt_backend(args)
-        rundir = new_runtime_dir()
-    except (ValueError, OSError) as exc:
+        balloon_spec = (levels_from_spec(profile.devices.balloon_policy)
+                        if args.balloon == "on" else None)
+        state_dir = args.state_dir
+        if discard_session:
+            state_dir = Path(tempfile.mkdtemp(prefix="tabvm-demo-"))
+        rundir, session = _open_runtime(profile, state_dir)
+    except SpecErrors as exc:
+        for error in exc.errors:
+            print(f"tabvm: error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f"tabvm: error: {exc}", file=sys.stderr)
         return 1
-    peer = None
+    peer = lifecycle = server = balloon = touch = None
+    outputs = BuildOutputs(args.builddir) if args.builddir else default_outputs()
     try:
-        balloon_spec = levels_from_spec() if args.balloon == "on" else None
-        config = _config(args, rundir, bt.chardev(BT_CHARDEV_ID, rundir) if bt else None,
-                         balloon_spec)
+        config = _config(args, profile, rundir, outputs,
+                         bt.chardev(BT_CHARDEV_ID, rundir) if bt else None, balloon_spec)
+        policy = profile.snapshot
+        if discard_session:
+            policy = dataclasses.replace(policy, on_shutdown="poweroff", template=False)
+        lifecycle = Lifecycle(config, memory_mib(args.memory) << 20, rundir, session,
+                              QemuImg(outputs.qemu_img), _disk(profile), policy, log=_log)
         if bt is not None:
             peer = bt.start(rundir, log_path=rundir / "bt-peer.log")
             ready = peer.ready if peer else {}
             _log("bt", backend=bt, **{k: ready[k] for k in ("controller_address",
                                                          "advertiser_name") if ready.get(k)})
+            lifecycle.bridges["bluetooth"] = lambda: "ok" if peer is None or peer.alive() \
+                else "peer exited"
+            lifecycle.before_suspend.append(_bt_link_down)
+        server = HostEventServer(rundir, log=_log)
+        balloon = _start_balloon_bridge(args, rundir, balloon_spec, server)
+        if balloon is not None:
+            lifecycle.balloon = balloon
+            lifecycle.bridges["balloon"] = lambda: balloon.status(query_qemu=False)["level"]
+        lifecycle.register(server)
+        server.start()
+        _log("host-events", socket=server.path)
+        _log("start", profile=profile.name, accel=config.accel, rundir=rundir,
+             session=session.dir)
+        t0 = time.monotonic()
+        if template:
+            return _capture_template(args, profile, lifecycle)
+        lifecycle.start()
+        vm = VmHandle(lifecycle)
+        touch = _start_touch_bridge(args, vm)
+        return _run_loop(args, lifecycle, vm, show_guest, t0, rundir)
     except SpecErrors as exc:
         for error in exc.errors:
             print(f"tabvm: error: {error}", file=sys.stderr)
-        shutil.rmtree(rundir, ignore_errors=True)
         return 1
-    except (ProfileError, RuntimeError, OSError, GuestBuildError, BtPeerError) as exc:
-        print(f"tabvm: error: {exc}", file=sys.stderr)
-        shutil.rmtree(rundir, ignore_errors=True)
-        return 1
-    _log("start", accel=config.accel, rundir=rundir)
-    t0 = time.monotonic()
-    try:
-        with Qemu(config, rundir) as vm:
-            _log("qmp-connected", seconds=f"{time.monotonic() - t0:.2f}")
-            touch = _start_touch_bridge(args, vm)
-            balloon = _start_balloon_bridge(args, rundir, balloon_spec)
-            try:
-                return _run_loop(args, vm, show_guest, t0, rundir)
-            finally:
-                if balloon is not None:
-                    balloon[1].stop()
-                    balloon[0].stop()
-                if touch is not None:
-                    bridge, thread, stop = touch
-                    stop.set()
-                    thread.join(timeout=5)
-                    _log("touch-bridge-stats", **bridge.stats)
-    except (QemuError, AgentError, OSError, ValueError, PolicyLinkError) as exc:
+    except (ProfileError, RuntimeError, OSError, GuestBuildError, BtPeerError, QemuError,
+            AgentError, ValueError, PolicyLinkError) as exc:
         print(f"tabvm: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if server is not None:
+            server.stop()
+        if balloon is not None:
+            balloon.stop()
+        if touch is not None:
+            bridge, thread, stop = touch
+            stop.set()
+            thread.join(timeout=5)
+            _log("touch-bridge-stats", **bridge.stats)
+        if lifecycle is not None and lifecycle.vm is not None:
+            lifecycle.vm.stop()
         if peer is not None:
             peer.stop()
+        session.unlock()
+        if discard_session:
+            shutil.rmtree(session.dir, ignore_errors=True)
         shutil.rmtree(rundir, ignore_errors=True)
 
 
-def _run_loop(args: argparse.Namespace, vm: Qemu, show_guest: bool, t0: float,
-              rundir: Path) -> int:
-    """Battery bridge updates (and, for the demo, the guest's view) until the end."""
-    bridge = BatteryBridge(vm, _source(args))
-    agent = AgentClient(str(vm.agent_socket)) if show_guest else None
-    if agent is not None:
-        agent.wait_ready(timeout=120)
-        _log("guest-ready", seconds=f"{time.monotonic() - t0:.2f}")
-        _show_touch(vm, agent)
-        if args.bt != "none":
-            _show_bluetooth(agent)
-        if args.audio not in (None, "none"):
-            _show_audio(vm, agent, args.audio == "opensles")
-        if args.balloon == "on":
-            _show_balloon(vm, agent, rundir)
-    end = None if args.duration is None else time.monotonic() + args.duration
-    while end is None or time.monotonic() < end:
-        if not vm.alive():
-            _log("qemu-exited", log=vm.log)
-            return 1
-        ps = bridge.update()
+def _run_loop(args: argparse.Namespace, lifecycle: Lifecycle, vm: VmHandle,
+              show_guest: bool, t0: float, rundir: Path) -> int:
+    """The lifecycle's events and the battery bridge (and, for the demo, the
+    guest's view) until the end."""
+    battery = BatteryBridge(vm, _source(args)) if args.battery != "off" else None
+    if battery is not None:
+        lifecycle.bridges["battery"] = lambda: "ok" if battery.sent else "waiting"
+
+        def fresh_device(state: str) -> None:
+            if state == "booting":          # a new device: everything is to send again
+                battery.sent.clear()
+        lifecycle.listeners.append(fresh_device)
+    shown = threading.Event()
+    guest: list[AgentClient] = []       # the demo's agent connection, once shown
+
+    def show() -> None:
+        """The demo: what the guest's drivers see, then a suspend and resume. Runs
+        beside the lifecycle thread (host events are served by it)."""
+        try:
+            agent = AgentClient(str(vm.agent_socket))
+            agent.wait_ready(timeout=120)
+            _log("guest-ready", seconds=f"{time.monotonic() - t0:.2f}")
+            _show_touch(vm, agent)
+            if args.bt != "none":
+                _show_bluetooth(agent)
+            if args.audio not in (None, "none"):
+                _show_audio(vm, agent, args.audio == "opensles")
+            if args.balloon == "on":
+                _show_balloon(vm, agent, rundir)
+            guest.append(_show_lifecycle(lifecycle, agent, rundir))
+        except (AgentError, QemuError, OSError, RuntimeError) as exc:
+            print(f"tabvm: error: demo: {exc}", file=sys.stderr, flush=True)
+            stop.set()
+        finally:
+            shown.set()
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if show_guest:
+        threading.Thread(target=show, name="demo", daemon=True).start()
+    else:
+        shown.set()
+
+    def tick() -> None:
+        if battery is None or lifecycle.state != "running" or not shown.is_set():
+            return
+        try:
+            ps = battery.update()
+        except QemuError as exc:
+            _log("battery-bridge", error=repr(str(exc)))
+            return
         source = "simulated" if ps.source == "simulated" else ps.source
         line = (f"host {ps.percent:5.1f}% {ps.state:<11} "
                 f"AC {'on ' if ps.ac_online else 'off'} ({source})")
-        if agent is not None:
+        if guest:
             time.sleep(1.2)        # let the guest's battery driver cache expire
-            line += " -> " + _guest_power(agent)
+            line += " -> " + _guest_power(guest[0])
         print(line, flush=True)
-        time.sleep(args.interval)
-    _log("stop", reason="duration reached")
+
+    while not shown.is_set() and not stop.is_set() and not lifecycle.done:
+        lifecycle.run(tick, args.interval, until=time.monotonic() + 0.5)
+    end = None if args.duration is None else time.monotonic() + args.duration
+    while not lifecycle.done and not stop.is_set() and (end is None or time.monotonic() < end):
+        lifecycle.run(tick, args.interval, until=time.monotonic() + 0.5)
+    if not lifecycle.done:
+        why = "signal" if stop.is_set() else "duration reached"
+        _log("stop", reason=why)
+        lifecycle.shutdown()
+    for agent in guest:
+        agent.close()
     return 0
 
 
@@ -431,6 +720,7 @@ def demo(args: argparse.Namespace) -> int:
     if args.audio is None:
         args.audio = "opensles"
     args.fast_curve = True
-    if args.battery == "auto" and not HostPowerSupply(args.power_supply_root).has_battery():
+    if args.battery in (None, "auto") and \
+            not HostPowerSupply(args.power_supply_root).has_battery():
         _log("demo", battery="this host has no battery: showing a simulated discharge curve")
-    return run(args, show_guest=True)
+    return run(args, show_guest=True, discard_session=True)

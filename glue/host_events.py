@@ -151,6 +151,8 @@ class HostEventServer:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
         self._stopping = threading.Event()
+        self._inflight = threading.Condition()
+        self._busy = 0
 
     # -- registry --
     def register(self, event: str, handler: Handler,
@@ -310,10 +312,15 @@ class HostEventServer:
                     elif not line.strip():
                         continue
                     else:
+                        with self._inflight:
+                            self._busy += 1
                         try:
                             reply = self.handle_line(line.rstrip(b"\r"))
                         except Exception as exc:  # noqa: BLE001 -- keep serving
                             reply = {"ok": False, "error": f"internal error: {exc}"}
+                        finally:
+                            self._send_then_done(conn, reply)
+                        continue
                     self._send(conn, reply)
         except OSError:
             return
@@ -322,10 +329,21 @@ class HostEventServer:
                 self._clients.pop(conn, None)
             conn.close()
 
+    def _send_then_done(self, conn: socket.socket, reply: Mapping[str, Any]) -> None:
+        try:
+            self._send(conn, reply)
+        finally:
+            with self._inflight:
+                self._busy -= 1
+                self._inflight.notify_all()
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, disconnect clients, remove the socket."""
+        """Stop accepting, let requests being handled send their reply (a
+        ``shutdown`` handler is answered), disconnect clients, remove the socket."""
         if self._thread is None:
             return
+        with self._inflight:
+            self._inflight.wait_for(lambda: self._busy == 0, timeout)
         self._stopping.set()
         os.write(self._wake_w, b"x")
         self._thread.join(timeout)

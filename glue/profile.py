@@ -1,7 +1,7 @@
 """The built-in VM profile: the test guest with the generated devices.
 
 Turns build outputs (``build/``: QEMU, firmware, AML) and the test guest image into
-a ``VmConfig``. Profiles from YAML come later; this one is the default.
+a ``VmConfig``; the YAML profiles (glue.profile_spec) choose its options.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ class BuildOutputs:
     @property
     def qemu(self) -> Path:
         return self.root / "qemu-system-x86_64"
+
+    @property
+    def qemu_img(self) -> Path:
+        return self.root / "qemu-img"
 
     @property
     def firmware(self) -> Path:
@@ -62,29 +66,32 @@ def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: st
                     bt_chardev: str | None = None,
                     bt_props: dict[str, object] | None = None, audiodev: str | None = None,
                     balloon: BalloonSetup | None = None, scratch_disk: Path | None = None,
-                    env: tuple[tuple[str, str], ...] = ()) -> VmConfig:
+                    env: tuple[tuple[str, str], ...] = (), battery: bool = True,
+                    cpus: int = 1, qmp_tcp: tuple[str, int] | None = None) -> VmConfig:
     """The test guest with the battery, (``touch``) the touchscreen and, given its
     ``-chardev`` options (``bt_chardev``, with ``id=bt``), the Bluetooth controller
     (``bt_props``: its properties, see ``bt_device``);
     given ``-audiodev`` options (``glue.audio.audiodev``), the sound card on it;
     given ``balloon``, virtio-balloon with the ballooning policy object;
     given ``scratch_disk`` (a raw image), a virtio disk the guest sees as /dev/vda.
-    ``env`` is added to QEMU's environment."""
+    ``env`` is added to QEMU's environment; ``battery`` off leaves the battery
+    out; ``qmp_tcp`` (host, port) adds a TCP QMP listener (none unless asked)."""
     outputs.check()
     usb = (XHCI,) if touch or bt_chardev else ()
     return VmConfig(
         qemu=outputs.qemu, firmware_dir=outputs.firmware, kernel=kernel, initrd=initrd,
-        append=APPEND, memory=memory, accel=accel,
-        acpi_tables=(outputs.aml("battery"),),
+        append=APPEND, memory=memory, accel=accel, cpus=cpus,
+        acpi_tables=(outputs.aml("battery"),) if battery else (),
         chardevs=((bt_chardev,) if bt_chardev else ()) + (balloon.chardevs if balloon else ()),
         blockdevs=(scratch_blockdev(scratch_disk),) if scratch_disk else (),
         objects=balloon.objects if balloon else (),
-        devices=("tabvm-battery,id=battery", *usb, *((TOUCH_DEVICE,) if touch else ()),
+        devices=(*(("tabvm-battery,id=battery",) if battery else ()), *usb, *((TOUCH_DEVICE,) if touch else ()),
                  *((bt_device(**(bt_props or {})),) if bt_chardev else ()),
                  *(HDA_DEVICES if audiodev else ()),
                  *(balloon.devices if balloon else ()),
                  *((SCRATCH_DEVICE,) if scratch_disk else ())),
-        extra=("-audiodev", audiodev) if audiodev else (),
+        extra=(("-audiodev", audiodev) if audiodev else ()) + (
+            ("-qmp", f"tcp:{qmp_tcp[0]}:{qmp_tcp[1]},server=on,wait=off") if qmp_tcp else ()),
         env=env,
     )
 

@@ -6,6 +6,7 @@ asked for, QMP on a unix socket inside the private runtime directory.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -42,12 +43,23 @@ class VmConfig:
     env: tuple[tuple[str, str], ...] = ()   # added to QEMU's environment
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills QEMU when the glue dies, so a
+    killed glue never leaves a VM running on its session's files."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 @dataclass
 class Qemu:
     """A running QEMU. Use as a context manager; ``stop()`` always cleans up."""
 
     config: VmConfig
     rundir: Path
+    die_with_parent: bool = False    # SIGKILL QEMU when the starting thread exits
     proc: subprocess.Popen | None = None
     qmp: QEMUMonitorProtocol | None = None
     log: Path = field(init=False)
@@ -97,6 +109,8 @@ class Qemu:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True,
+                                         preexec_fn=_die_with_parent if self.die_with_parent
+                                         else None,
                                          env={**os.environ, **dict(self.config.env)})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -120,7 +134,11 @@ class Qemu:
         with self.lock:                # bridges call from their own threads
             if self.qmp is None:
                 raise QemuError("QEMU is not running")
-            resp = self.qmp.cmd_raw(name, args or None)
+            try:
+                resp = self.qmp.cmd_raw(name, args or None)
+            except (OSError, EOFError, QMPError) as exc:
+                raise QemuError(f"QMP {name}: connection to QEMU lost "
+                                f"({type(exc).__name__}: {exc})") from None
         if "error" in resp:
             raise QemuError(resp["error"].get("desc", str(resp["error"])))
         return resp.get("return")

@@ -17,6 +17,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .qemu import Qemu, QemuError, VmConfig
 
@@ -58,18 +59,26 @@ def _wait_migration(q: Qemu, timeout: float, what: str) -> None:
         time.sleep(0.002)
 
 
-def suspend(q: Qemu, state: Path, timeout: float = 30.0) -> float:
-    """Stop the guest, save its device state to ``state`` (RAM stays in its
-    file) and quit QEMU; seconds it took. The state is written to a temporary
-    name and renamed into place only once complete."""
-    t0 = time.monotonic()
+def save(q: Qemu, state: Path, timeout: float = 30.0,
+         stopped: Callable[[], None] = lambda: None) -> None:
+    """Stop the guest (QEMU flushes its disks) and save its device state to
+    ``state`` (RAM stays in its file); ``stopped`` runs once the guest is
+    stopped. The state is written to a temporary name and renamed into place
+    only once complete."""
     partial = state.with_name(state.name + ".partial")
     partial.unlink(missing_ok=True)
     q.cmd("migrate-set-capabilities", capabilities=IGNORE_SHARED)
     q.cmd("stop")
+    stopped()
     q.cmd("migrate", uri=f"file:{partial}")
     _wait_migration(q, timeout, "suspend")
     partial.rename(state)
+
+
+def suspend(q: Qemu, state: Path, timeout: float = 30.0) -> float:
+    """``save`` and quit QEMU; seconds it took."""
+    t0 = time.monotonic()
+    save(q, state, timeout)
     q.stop()
     return time.monotonic() - t0
 
@@ -79,18 +88,29 @@ def resume_config(config: VmConfig) -> VmConfig:
     return dataclasses.replace(config, extra=config.extra + ("-incoming", "defer"))
 
 
-def resume(config: VmConfig, rundir: Path, state: Path, timeout: float = 30.0) -> Qemu:
-    """Start QEMU on the RAM file of ``config`` (a FileRam config), load the
-    device state from ``state`` and let the guest run; the running Qemu."""
+def load(config: VmConfig, rundir: Path, state: Path, timeout: float = 30.0,
+         die_with_parent: bool = False) -> Qemu:
+    """Start QEMU on the RAM file of ``config`` (a FileRam config) and load the
+    device state from ``state``; the guest stays paused (``cont`` runs it)."""
     if not state.exists():
         raise SnapshotError(f"no saved state at {state}")
-    q = Qemu(resume_config(config), rundir).start()
+    q = Qemu(resume_config(config), rundir, die_with_parent=die_with_parent).start()
     try:
         q.cmd("migrate-set-capabilities", capabilities=IGNORE_SHARED)
         q.cmd("migrate-incoming", uri=f"file:{state}")
         _wait_migration(q, timeout, "resume")
+    except (QemuError, SnapshotError, OSError):
+        q.stop()
+        raise
+    return q
+
+
+def resume(config: VmConfig, rundir: Path, state: Path, timeout: float = 30.0) -> Qemu:
+    """``load`` and let the guest run; the running Qemu."""
+    q = load(config, rundir, state, timeout)
+    try:
         q.cmd("cont")
-    except (QemuError, SnapshotError):
+    except QemuError:
         q.stop()
         raise
     return q

@@ -83,6 +83,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from glue.cli import status
+    return status(args)
+
+
+def cmd_template(args: argparse.Namespace) -> int:
+    from glue.cli import run
+    return run(args, template=True)
+
+
 def cmd_ctl(args: argparse.Namespace) -> int:
     from glue.ctl import cmd_ctl as ctl
     return ctl(args)
@@ -115,6 +125,22 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="start the VM with the glue (battery bridge, QMP)")
     add_run_arguments(s)
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="state of a profile's VM: lifecycle, resume "
+                       "source, memory, bridges (or its journal when no glue runs)")
+    s.add_argument("profile", nargs="?", type=Path, default=None)
+    s.add_argument("--state-dir", type=Path, default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("snapshot", help="snapshots of a profile's VM")
+    snap = s.add_subparsers(dest="snapshot", required=True)
+    t = snap.add_parser("template", help="boot the profile's guest fresh and save it as "
+                        "the golden template a new session starts from")
+    add_run_arguments(t)
+    t.add_argument("--settle", type=float, default=60.0,
+                   help="for a guest other than the test guest: seconds to let it boot")
+    t.set_defaults(func=cmd_template)
 
     from glue.ctl import add_ctl_arguments
     s = sub.add_parser("ctl", help="send a host event to a running VM "

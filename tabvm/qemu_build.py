@@ -28,6 +28,7 @@ from .recipe import Recipe
 
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
 BINARY = "qemu-system-x86_64"
+IMG_TOOL = "qemu-img"
 
 
 class BuildError(RuntimeError):
@@ -116,9 +117,10 @@ def configure(recipe: Recipe, src: Path, build: Path, venv: Path) -> bool:
 
 def compile_qemu(build: Path, venv: Path) -> list[str]:
     """Run ninja; return the objects it compiled (for 'what did an edit rebuild')."""
-    say(f"building {BINARY} (ninja; a full build takes a few minutes on 2 cores)")
+    say(f"building {BINARY} and {IMG_TOOL} (ninja; a full build takes a few minutes "
+        "on 2 cores)")
     env = tools_env(venv)
-    lines = _run_logged([str(venv / "bin" / "ninja"), BINARY], build, "ninja",
+    lines = _run_logged([str(venv / "bin" / "ninja"), BINARY, IMG_TOOL], build, "ninja",
                         build.parent / "ninja.log", env)
     compiled = [m.group(1) for line in lines
                 if (m := re.search(r"Compiling C object (\S+)", line))]
@@ -138,6 +140,7 @@ def install_outputs(build: Path, out: Path) -> None:
         raise BuildError(f"{SEABIOS} missing: install Debian's seabios package")
     roms = build / "pc-bios/optionrom"
     for src, dst in ((build / BINARY, out / BINARY),
+                     (build / IMG_TOOL, out / IMG_TOOL),
                      (SEABIOS, firmware / SEABIOS.name),
                      # -kernel with a bzImage, and with an ELF vmlinux (PVH entry)
                      (roms / "linuxboot_dma.bin", firmware / "linuxboot_dma.bin"),

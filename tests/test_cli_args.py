@@ -43,22 +43,47 @@ def test_bad_balloon_choice(capsys):
     assert "invalid choice: 'maybe'" in capsys.readouterr().err
 
 
-def test_run_with_a_broken_balloon_spec_says_where(tmp_path, monkeypatch, capsys):
-    """A policy spec that does not check stops `tabvm run` with its file:line
-    errors, before anything starts."""
+def test_run_with_a_broken_balloon_spec_says_where(tmp_path, capsys):
+    """A profile whose policy spec does not check stops `tabvm run` with the
+    policy's file:line errors, before anything starts."""
     import glue.cli
-    from glue.balloon import levels_from_spec
 
     bad = tmp_path / "balloon.yaml"
     bad.write_text("kind: balloon-policy\nname: balloon\ndescription: x\n"
                    "guest: {ram_mib: 1024, min_size_mib: 2048}\nlevels: []\n")
-    monkeypatch.setattr(glue.cli, "levels_from_spec", lambda: levels_from_spec(bad))
-    args = parser().parse_args(["run", "--bt", "none", "--duration", "1"])
+    profile = tmp_path / "broken.yaml"
+    profile.write_text(f"name: broken\ndevices:\n  balloon: {{policy: {bad}}}\n")
+    args = parser().parse_args(["run", str(profile), "--duration", "1"])
     args.builddir = None
     assert glue.cli.run(args) == 1
     err = capsys.readouterr().err
     assert "balloon.yaml:5: levels: min length is 2" in err, err
     assert "Traceback" not in err
+
+
+def test_run_with_a_broken_profile_says_where(tmp_path, capsys):
+    import glue.cli
+
+    profile = tmp_path / "p.yaml"
+    profile.write_text("name: Bad_Name\nmemory_mib: 12\ncpus: two\n")
+    args = parser().parse_args(["run", str(profile)])
+    assert glue.cli.run(args) == 1
+    err = capsys.readouterr().err
+    assert "p.yaml:1: name:" in err and "p.yaml:2: memory_mib:" in err and \
+        "p.yaml:3: cpus:" in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("text", ["512", "0M", "1T", "big"])
+def test_bad_memory_sizes(text, capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--memory", text])
+    assert "is not a size like 512M or 2G" in capsys.readouterr().err
+
+
+def test_memory_sizes():
+    assert parser().parse_args(["run", "--memory", "2G"]).memory == "2048M"
+    assert parser().parse_args(["run", "--memory", "768m"]).memory == "768M"
 
 
 def test_run_with_a_missing_memory_cgroup_is_a_clear_error(build_outputs, guest_image,

@@ -429,6 +429,22 @@ static void tabvm_btlink_event(void *opaque, QEMUChrEvent event)
     }
 }
 
+/*
+ * chardev-change swapped the backend (QEMU sent CLOSED for the old one if it
+ * was open): listen on the new one. Swapping in a null backend takes the link
+ * down, which lifts the migration blocker; that is how the glue suspends a VM
+ * with the controller.
+ */
+static int tabvm_btlink_be_change(void *opaque)
+{
+    TabvmBtlinkState *s = opaque;
+
+    qemu_chr_fe_set_handlers(&s->chr, tabvm_btlink_can_read,
+                             tabvm_btlink_read, tabvm_btlink_event,
+                             tabvm_btlink_be_change, s, NULL, true);
+    return 0;
+}
+
 /* ---- guest side: USB ---------------------------------------------- */
 
 static void tabvm_btlink_handle_control(USBDevice *dev, USBPacket *p,
@@ -597,7 +613,7 @@ static void tabvm_btlink_realize(USBDevice *dev, Error **errp)
     tabvm_h4_init(&s->h4, &cfg, &tabvm_btlink_h4_ops, s);
     qemu_chr_fe_set_handlers(&s->chr, tabvm_btlink_can_read,
                              tabvm_btlink_read, tabvm_btlink_event,
-                             NULL, s, NULL, true);
+                             tabvm_btlink_be_change, s, NULL, true);
     if ((s->always_plugged || qemu_chr_fe_backend_open(&s->chr)) &&
         !dev->attached) {
         usb_device_attach(dev, errp);

@@ -1,0 +1,581 @@
+"""The VM's lifecycle as an Android app lives it, driven by host events.
+
+    cold boot | template | checkpoint --> running (foreground)
+    running --background--> running (background; the balloon policy takes over)
+    background --suspend_after_background_s / trim-memory / low-memory--> suspended
+    suspended --foreground--> resumed (from the checkpoint) --> running
+
+Guest RAM lives in a file (``memory-backend-file``, ``share=on``): suspending
+saves only the device state (a few hundred KB) and quits QEMU, freeing its
+memory; resuming maps the file back. The session journal (glue.journal) says
+which files belong together; every step commits it at the point where the
+files on disk become that record:
+
+- a checkpoint (RAM file + device state + flushed disk) is committed only once
+  QEMU saved the state and exited cleanly;
+- before a resumed or booted guest gets CPU time, the journal drops the
+  checkpoint, because the running guest writes to the RAM file and the disk.
+
+So after an unannounced kill at any moment the next start either resumes a
+checkpoint nothing has run on since, or cold boots on the flushed disk, and
+says which (``source``, ``reason``). A fresh session (no disk yet) starts from
+the golden template when there is one (``capture_template``).
+
+All transitions run on one thread (``run``); host-event handlers queue them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .balloon import PolicyLinkError
+from .journal import Checkpoint, JournalError, Record, boot_id, fsync_dir
+from .profile_spec import SnapshotPolicy, trim_value
+from .qemu import Qemu, QemuError, VmConfig
+from .session import (DISK_DEVICE, DiskCheck, QemuImg, Session, SessionError, allocated,
+                      config_key, disk_blockdev, fsync_file, replace_dir, sparse_copy)
+from .snapshot import FileRam, SnapshotError, load, save
+
+#: Test hook: ``point[,point...]`` where the lifecycle stops for STALL_SECONDS
+#: (logging ``step=stall``) so a test can kill it there.
+STALL_ENV = "TABVM_STALL_AT"
+STALL_SECONDS_ENV = "TABVM_STALL_SECONDS"
+STALL_POINTS = ("suspend:stopped", "suspend:saved", "suspend:committed",
+                "resume:loaded", "resume:committed", "boot:committed")
+
+RESTARTS_WINDOW_S = 60.0
+MAX_RESTARTS = 3
+
+
+class LifecycleError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Disk:
+    base: Path
+    format: str                           # raw | qcow2
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str                           # checkpoint | template | cold
+    reason: str
+
+
+def _stderr_log(event: str, **fields: object) -> None:
+    import sys
+    items = " ".join(f"{k}={v}" for k, v in fields.items())
+    print(f"tabvm: {event} {items}".rstrip(), file=sys.stderr, flush=True)
+
+
+class Lifecycle:
+    """One VM session: ``start``, ``suspend``, ``shutdown``; host events through
+    ``register(server)`` and ``run()``."""
+
+    def __init__(self, base: VmConfig, ram_bytes: int, rundir: Path, session: Session,
+                 qemu_img: QemuImg, disk: Disk | None, policy: SnapshotPolicy,
+                 log: Callable[..., None] = _stderr_log):
+        self.base = base
+        self.ram_bytes = ram_bytes
+        self.rundir = rundir
+        self.session = session
+        self.qemu_img = qemu_img
+        self.disk = disk
+        self.policy = policy
+        self._log = log
+        self.key = config_key(base, rundir, disk is not None)
+        self.config = self._config(session.ram, session.disk)
+        self.vm: Qemu | None = None
+        self.state = "stopped"            # booting running suspending suspended crashed stopped
+        self.foreground = True
+        self.source: str | None = None
+        self.reason: str | None = None
+        self.epoch = 0
+        self.started_at: float | None = None
+        self.timings: dict[str, float] = {}
+        self.crashes: list[float] = []
+        self.last_disk_check: DiskCheck | None = None
+        self.listeners: list[Callable[[str], None]] = []   # called with the new state
+        # run on the running QEMU before it is saved (e.g. take a passthrough
+        # device's link down: QEMU cannot save state that lives outside it)
+        self.before_suspend: list[Callable[[Qemu], None]] = []
+        self.bridges: dict[str, Callable[[], str]] = {}     # name -> health
+        self.balloon: Any = None          # a glue.balloon.BalloonBridge, if any
+        self._bg_since: float | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._done = threading.Event()
+        self._stall = {p.strip() for p in os.environ.get(STALL_ENV, "").split(",") if p}
+        self._next_tick = 0.0
+        self._committed = False
+
+    # -- configuration --
+    def _config(self, ram: Path, overlay: Path) -> VmConfig:
+        config = FileRam(ram, self.ram_bytes).apply(self.base)
+        if self.disk is None:
+            return config
+        return dataclasses.replace(config, blockdevs=config.blockdevs + (disk_blockdev(overlay),),
+                                   devices=config.devices + (DISK_DEVICE,))
+
+    def log(self, step: str, **fields: object) -> None:
+        self._log("lifecycle", step=step, **fields)
+
+    def _stall_at(self, point: str) -> None:
+        if point in self._stall:
+            seconds = float(os.environ.get(STALL_SECONDS_ENV, "30"))
+            self.log("stall", point=point, seconds=seconds)
+            time.sleep(seconds)
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        for listener in self.listeners:
+            listener(state)
+
+    # -- deciding where to start from --
+    def _template_usable(self) -> str | None:
+        meta = self.session.template / "meta.json"
+        if not self.policy.template:
+            return "templates are off in the profile"
+        if not meta.is_file():
+            return "no golden template (tabvm snapshot template)"
+        import json
+        try:
+            key = json.loads(meta.read_text())["config_key"]
+        except (OSError, ValueError, KeyError):
+            return "the template's meta.json is unreadable"
+        if key != self.key:
+            return "the template was captured for another VM configuration"
+        for name in ("ram", "devstate") + (("disk.qcow2",) if self.disk else ()):
+            if not (self.session.template / name).is_file():
+                return f"the template has no {name}"
+        return None
+
+    def plan(self) -> tuple[Plan, Record]:
+        """Where the next start comes from, and the journal it was decided on."""
+        try:
+            record = self.session.journal.load()
+        except JournalError as exc:
+            return Plan("cold", f"{exc}; cold boot on the disk as it is"), Record(clean=False)
+        if record is None:
+            record = Record()
+        if record.checkpoint is not None:
+            why = record.checkpoint.usable(self.key, self.session.dir)
+            if why is None:
+                return Plan("checkpoint", f"checkpoint of epoch {record.epoch}"), record
+            reason = f"checkpoint of epoch {record.epoch} unusable: {why}"
+        elif record.state == "running":
+            reason = "the last run ended without a suspend (RAM and device state no " \
+                     "longer match)"
+        elif record.state == "stopped" and record.epoch:
+            reason = "the last run was powered off"
+        else:
+            reason = "no saved session"
+        fresh = self.disk is None or not self.session.disk.exists()
+        if fresh:
+            why = self._template_usable()
+            if why is None:
+                return Plan("template", "fresh session from the golden template"), record
+            reason += f"; {why}"
+        return Plan("cold", reason), record
+
+    # -- transitions --
+    def start(self) -> Plan:
+        """Start the VM from the best consistent source; falls back to a cold boot
+        if resuming fails. Returns what it did."""
+        if self.vm is not None:
+            raise LifecycleError(f"the VM is already {self.state}")
+        stale = self.session.kill_stale_qemu()
+        if stale:
+            self.log("killed-stale-qemu", pid=stale)
+        plan, record = self.plan()
+        self.log("start", source=plan.source, reason=repr(plan.reason))
+        t0 = time.monotonic()
+        # a checkpoint whose resume failed before the journal dropped it is
+        # still good (nothing ran on it): try it once more
+        attempts = {"checkpoint": (1, 2), "template": (1,)}.get(plan.source, ())
+        for attempt in attempts:
+            self._committed = False
+            try:
+                self._resume(plan, record)
+                self._started(plan, t0, "resume_ms")
+                return plan
+            except (QemuError, SnapshotError, SessionError, OSError) as exc:
+                self.log("resume-failed", source=plan.source, attempt=attempt,
+                         error=repr(str(exc)))
+                self._drop_vm()
+                failed = Plan("cold", f"resuming the {plan.source} failed: {exc}")
+                if self._committed:
+                    break
+        if plan.source != "cold":
+            plan = failed
+            record = dataclasses.replace(record, checkpoint=None, clean=False,
+                                         epoch=max(record.epoch, self.epoch))
+        self._cold_boot(record)
+        self._started(plan, t0, "boot_ms")
+        return plan
+
+    def _started(self, plan: Plan, t0: float, timing: str) -> None:
+        self.timings[timing] = (time.monotonic() - t0) * 1000
+        self.source, self.reason = plan.source, plan.reason
+        self.started_at = time.monotonic()
+        self._set_state("running")
+        self.log("running", source=plan.source, epoch=self.epoch,
+                 ms=f"{self.timings[timing]:.0f}", foreground=self.foreground)
+
+    def _resume(self, plan: Plan, record: Record) -> None:
+        s = self.session
+        if plan.source == "template":
+            t0 = time.monotonic()
+            copied = sparse_copy(s.template / "ram", s.ram)
+            if self.disk:
+                shutil.copyfile(s.template / "disk.qcow2", s.disk)
+            self.log("template-copied", ram_mib=copied >> 20,
+                     ms=f"{(time.monotonic() - t0) * 1000:.0f}")
+            state = s.template / "devstate"
+        else:
+            assert record.checkpoint is not None
+            state = s.dir / record.checkpoint.device_state
+        self._set_state("resuming")
+        q = load(self.config, self.rundir, state, die_with_parent=True)
+        self.vm = q
+        s.record_qemu(q.proc.pid)
+        self._stall_at("resume:loaded")
+        q.cmd("query-status")        # QEMU still there: else the checkpoint stays
+        self.epoch = record.epoch + 1
+        s.journal.commit(Record("running", self.epoch, None, clean=False))
+        self._committed = True
+        self._stall_at("resume:committed")
+        q.cmd("cont")
+
+    def _cold_boot(self, record: Record) -> None:
+        s = self.session
+        if self.disk is not None:
+            if s.disk.exists() and not record.clean:
+                self.last_disk_check = self.qemu_img.check(s.disk, repair_leaks=True)
+                self.log("disk-check", image=s.disk, result=self.last_disk_check.verdict)
+                if self.last_disk_check.rc == 2:
+                    raise LifecycleError(f"{s.disk} is corrupt; qemu-img check says:\n"
+                                         f"{self.last_disk_check.output}")
+            if not s.disk.exists():
+                self.qemu_img.create_overlay(self.disk.base, self.disk.format, s.disk)
+                self.log("disk-created", overlay=s.disk, base=self.disk.base)
+        s.fresh_ram()
+        s.remove_device_states()
+        self.epoch = record.epoch + 1
+        s.journal.commit(Record("running", self.epoch, None, clean=False))
+        self._stall_at("boot:committed")
+        self._set_state("booting")
+        q = Qemu(self.config, self.rundir, die_with_parent=True)
+        self.vm = q
+        q.start()
+        s.record_qemu(q.proc.pid)
+
+    def suspend(self) -> float:
+        """Save the device state, quit QEMU, commit the checkpoint; ms it took."""
+        if self.vm is None or self.state != "running":
+            raise LifecycleError(f"cannot suspend: the VM is {self.state}")
+        q, s = self.vm, self.session
+        t0 = time.monotonic()
+        self._set_state("suspending")
+        state = s.device_state(self.epoch)
+        try:
+            for prepare in self.before_suspend:
+                prepare(q)
+            save(q, state, stopped=lambda: self._stall_at("suspend:stopped"))
+            self._stall_at("suspend:saved")
+            rc = q.stop()
+        except (QemuError, SnapshotError, OSError) as exc:
+            self._drop_vm()
+            self._set_state("crashed")
+            self.log("suspend-failed", error=repr(str(exc)))
+            raise LifecycleError(f"suspend failed: {exc}") from None
+        self.vm = None
+        if rc != 0:
+            self._set_state("crashed")
+            self.log("suspend-failed", error=f"QEMU exited with {rc}")
+            raise LifecycleError(f"suspend failed: QEMU exited with {rc}")
+        if self.policy.durable:
+            fsync_file(s.ram)
+            fsync_file(state)
+            fsync_dir(s.dir)
+        s.journal.commit(Record("suspended", self.epoch, Checkpoint(
+            device_state=state.name, ram=s.ram.name, config_key=self.key, boot_id=boot_id(),
+            durable=self.policy.durable), clean=True))
+        self._stall_at("suspend:committed")
+        s.remove_device_states(keep=state.name)
+        self.timings["suspend_ms"] = (time.monotonic() - t0) * 1000
+        self._set_state("suspended")
+        self.log("suspended", epoch=self.epoch, ms=f"{self.timings['suspend_ms']:.0f}",
+                 device_state_kib=state.stat().st_size >> 10,
+                 ram_file_mib=allocated(s.ram) >> 20)
+        return self.timings["suspend_ms"]
+
+    def poweroff(self, timeout: float = 10.0) -> None:
+        """Ask the guest to power off; quit QEMU after ``timeout``. The journal
+        then says stopped (the next start is a cold boot)."""
+        if self.vm is None:
+            return
+        q = self.vm
+        try:
+            q.cmd("system_powerdown")
+            deadline = time.monotonic() + timeout
+            while q.alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        except QemuError:
+            pass
+        rc = q.stop()
+        self.vm = None
+        self.session.journal.commit(Record("stopped", self.epoch, None, clean=rc == 0))
+        self._set_state("stopped")
+        self.log("powered-off", exit=rc)
+
+    def shutdown(self) -> None:
+        """The host is going away: what the profile says (suspend or poweroff)."""
+        if self.vm is not None and self.state == "running":
+            if self.policy.on_shutdown == "suspend":
+                self.suspend()
+            else:
+                self.poweroff()
+        elif self.vm is not None:
+            self.poweroff(timeout=0)
+        self._done.set()
+
+    def _drop_vm(self) -> None:
+        if self.vm is not None:
+            self.vm.stop(timeout=2)
+            self.vm = None
+
+    def check_alive(self) -> None:
+        """Notice QEMU dying on its own; restart it per profile if in the foreground."""
+        q = self.vm
+        if q is None or q.alive() or self.state not in ("running", "booting"):
+            return
+        rc = q.proc.returncode if q.proc else None
+        self._drop_vm()
+        if rc == 0:
+            self.session.journal.commit(Record("stopped", self.epoch, None, clean=True))
+            self._set_state("stopped")
+            self.log("guest-powered-off")
+            self._done.set()
+            return
+        self._set_state("crashed")
+        now = time.monotonic()
+        self.crashes = [t for t in self.crashes if now - t < RESTARTS_WINDOW_S] + [now]
+        self.log("qemu-died", exit=rc, foreground=self.foreground, log=q.log)
+        if self.foreground and self.policy.restart_on_crash:
+            if len(self.crashes) > MAX_RESTARTS:
+                self.log("restart-refused", crashes=len(self.crashes),
+                         window_s=RESTARTS_WINDOW_S)
+                return
+            self.start()
+
+    # -- host events --
+    def on_foreground(self) -> dict[str, Any]:
+        self.foreground = True
+        self._bg_since = None
+        if self.vm is None and self.state in ("suspended", "crashed", "stopped"):
+            self.start()
+        return {}
+
+    def on_background(self) -> dict[str, Any]:
+        self.foreground = False
+        self._bg_since = time.monotonic()
+        if self.policy.suspend_after_background_s == 0 and self.state == "running":
+            self.suspend()
+        return {}
+
+    def on_trim(self, level: str) -> dict[str, Any]:
+        if level == "UI_HIDDEN" and self.foreground:     # the app's UI went away
+            self.on_background()
+        if (not self.foreground and self.policy.suspend_on_trim is not None
+                and trim_value(level) >= trim_value(self.policy.suspend_on_trim)
+                and self.state == "running"):
+            self.log("suspend-on-trim", level=level)
+            self.suspend()
+        return {}
+
+    def tick(self) -> None:
+        """Timers: suspend after the profile's time in the background."""
+        after = self.policy.suspend_after_background_s
+        if (self._bg_since is not None and after is not None and self.state == "running"
+                and time.monotonic() - self._bg_since >= after):
+            self._bg_since = None
+            self.log("suspend-after-background", seconds=after)
+            self.suspend()
+
+    def status(self) -> dict[str, Any]:
+        q = self.vm
+        out: dict[str, Any] = {
+            "state": self.state, "foreground": self.foreground, "source": self.source,
+            "reason": self.reason, "epoch": self.epoch,
+            "uptime_s": round(time.monotonic() - self.started_at, 1)
+            if self.started_at and q else None,
+            "timings_ms": {k: round(v, 1) for k, v in self.timings.items()},
+            "crashes": len(self.crashes), "session": str(self.session.dir),
+        }
+        mem: dict[str, Any] = {"guest_mib": self.ram_bytes >> 20,
+                               "ram_file_mib": allocated(self.session.ram) >> 20}
+        if q is not None and q.proc is not None and q.alive():
+            out["qemu_pid"] = q.proc.pid
+            mem["qemu_rss_mib"] = _rss_kib(q.proc.pid) >> 10
+            if self.state == "running":
+                try:
+                    actual = q.cmd("query-balloon")["actual"]
+                    mem["balloon_mib"] = (self.ram_bytes - actual) >> 20
+                except QemuError:
+                    pass
+        out["memory"] = mem
+        out["bridges"] = {name: _health(fn) for name, fn in self.bridges.items()}
+        return out
+
+    def register(self, server: Any) -> None:
+        """The lifecycle's host events on a host_events.HostEventServer. With a
+        balloon bridge (``self.balloon``), foreground, background and trim-memory
+        reach it too (before a suspend, after a resume)."""
+        from .balloon import trim_name
+
+        Bridge = Callable[[Any, dict[str, Any]], Any]
+
+        def balloon(fn: Bridge, ev: dict[str, Any]) -> dict[str, Any]:
+            if self.balloon is None:
+                return {}
+            try:
+                return {"balloon": fn(self.balloon, ev) or {}}
+            except PolicyLinkError as exc:     # QEMU is down: the bridge resends later
+                return {"balloon": {"pending": str(exc)}}
+
+        def handler(fn: Callable[[dict[str, Any]], dict[str, Any]],
+                    before: Bridge | None = None, after: Bridge | None = None):
+            def handle(ev: dict[str, Any]) -> dict[str, Any]:
+                if "level" in ev:
+                    ev = {**ev, "level": trim_name(ev["level"])}   # ValueError: bad request
+                out: dict[str, Any] = {}
+                if before:
+                    out.update(balloon(before, ev))
+                out.update(self.call(fn, ev) or {})
+                if after:
+                    out.update(balloon(after, ev))
+                return {**out, "state": self.state}
+            return handle
+
+        server.register("foreground", handler(lambda ev: self.on_foreground(),
+                                              after=lambda b, ev: b.set_foreground(True)))
+        server.register("background", handler(lambda ev: self.on_background(),
+                                              before=lambda b, ev: b.set_foreground(False)))
+        server.register("trim-memory", handler(
+            lambda ev: self.on_trim(ev["level"]),
+            before=lambda b, ev: b.on_android_event(ev)),
+            fields={"level": (str, int)})
+        server.register("low-memory", handler(lambda ev: self.on_trim("COMPLETE")))
+        server.register("suspend", handler(lambda ev: {"ms": round(self.suspend(), 1)}))
+        server.register("resume", handler(lambda ev: self._resume_event()))
+        server.register("shutdown", handler(lambda ev: (self.shutdown(), {})[1]))
+        server.register("status", lambda ev: self.status())
+
+    def _resume_event(self) -> dict[str, Any]:
+        if self.vm is not None:
+            raise LifecycleError(f"the VM is already {self.state}")
+        plan = self.start()
+        return {"source": plan.source, "reason": plan.reason}
+
+    # -- the lifecycle thread --
+    def call(self, fn: Callable[..., dict[str, Any]], *args: Any,
+             timeout: float = 300.0) -> dict[str, Any]:
+        """Run ``fn`` on the lifecycle thread; its result (or its exception)."""
+        if self._done.is_set():
+            raise LifecycleError("the VM is shutting down")
+        done = threading.Event()
+        box: list[Any] = []
+        self._queue.put((fn, args, box, done))
+        if not done.wait(timeout):
+            raise LifecycleError(f"no answer within {timeout} s")
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def run(self, tick: Callable[[], None] = lambda: None, interval: float = 1.0,
+            until: float | None = None) -> None:
+        """Serve queued transitions, timers and crash checks until ``shutdown``
+        (or the monotonic time ``until``); ``tick`` runs every ``interval``."""
+        while not self._done.is_set() and (until is None or time.monotonic() < until):
+            try:
+                fn, args, box, done = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+            else:
+                try:
+                    box.append(fn(*args))
+                except Exception as exc:    # reported to the caller, the loop goes on
+                    box.append(exc)
+                done.set()
+            self.check_alive()
+            self.tick()
+            if time.monotonic() >= self._next_tick:
+                self._next_tick = time.monotonic() + interval
+                tick()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    # -- the golden template --
+    def capture_template(self, ready: Callable[[Qemu], None]) -> dict[str, Any]:
+        """Cold boot a fresh guest beside the session, wait for ``ready(q)``, and
+        save it as the golden template (RAM, device state, disk overlay; fsync'd)."""
+        import json
+        s = self.session
+        tmp = s.dir / "template.new"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(mode=0o700)
+        ram, overlay, state = tmp / "ram", tmp / "disk.qcow2", tmp / "devstate"
+        if self.disk is not None:
+            self.qemu_img.create_overlay(self.disk.base, self.disk.format, overlay)
+        t0 = time.monotonic()
+        q = Qemu(self._config(ram, overlay), self.rundir, die_with_parent=True).start()
+        try:
+            ready(q)
+            booted = time.monotonic() - t0
+            save(q, state)
+            rc = q.stop()
+        except BaseException:
+            q.stop(timeout=2)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if rc != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LifecycleError(f"capturing the template: QEMU exited with {rc}")
+        for path in (ram, state) + ((overlay,) if self.disk else ()):
+            fsync_file(path)
+            path.chmod(0o444)
+        meta = {"config_key": self.key, "boot_s": round(booted, 2),
+                "ram_mib": allocated(ram) >> 20, "device_state_kib": state.stat().st_size >> 10}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        fsync_file(tmp / "meta.json")
+        replace_dir(tmp, s.template)
+        self.log("template-captured", **meta)
+        return meta
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _health(fn: Callable[[], str]) -> str:
+    try:
+        return fn()
+    except Exception as exc:        # a bridge's health probe must not break status
+        return f"error: {exc}"
