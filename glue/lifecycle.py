@@ -422,7 +422,8 @@ class Lifecycle:
             "crashes": len(self.crashes), "session": str(self.session.dir),
         }
         mem: dict[str, Any] = {"guest_mib": self.ram_bytes >> 20,
-                               "ram_file_mib": allocated(self.session.ram) >> 20}
+                               "ram_file_mib": allocated(self.session.ram) >> 20,
+                               "host_available_mib": _host_available_kib() >> 10}
         if q is not None and q.proc is not None and q.alive():
             out["qemu_pid"] = q.proc.pid
             mem["qemu_rss_mib"] = _rss_kib(q.proc.pid) >> 10
@@ -568,6 +569,16 @@ def _rss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _host_available_kib() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
                 return int(line.split()[1])
     except (OSError, ValueError):
         pass

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -22,13 +23,21 @@ MOUNT = ("mkdir -p /mnt/disk && (grep -q ' /mnt/disk ' /proc/mounts || "
          "mount -t ext4 /dev/vda /mnt/disk)")
 
 
-def write_profile(directory: Path, name: str, **snapshot: object) -> Path:
-    """A profile of the test guest with a disk, the battery and the balloon."""
+def write_profile(directory: Path, name: str, devices: str | None = None,
+                  **snapshot: object) -> Path:
+    """A profile of the test guest with a disk, the battery and the balloon;
+    ``devices`` (YAML, the body of the ``devices:`` section) replaces the battery
+    and the balloon."""
     snap = {"suspend_after_background_s": None, "suspend_on_trim": "MODERATE",
             "restart_on_crash": True, **snapshot}
+    if devices is None:
+        device_lines = ["  battery: {source: simulated}", "  balloon: {}"]
+    else:
+        device_lines = ["  " + line for line in textwrap.dedent(devices).splitlines()
+                        if line.strip()]
     lines = [f"name: {name}", "memory_mib: 512", "accel: tcg",
              "disk: {base: builtin}",
-             "devices:", "  battery: {source: simulated}", "  balloon: {}",
+             "devices:", *device_lines,
              "snapshot:"] + [f"  {k}: {json.dumps(v)}" for k, v in snap.items()] + [
              f"state_dir: {directory / 'state'}"]
     path = directory / f"{name}.yaml"

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from glue.journal import Journal, Record
+from test_host_events import python_for
 from lifecycle_harness import (Glue, disk_marker, put_markers, ram_marker, wait_gone,
                                write_profile)
 
@@ -122,6 +123,17 @@ def test_a_second_glue_cannot_take_the_session(session):
     assert other.proc.wait(30) == 1
     assert "is in use by another tabvm" in other.text()
     assert glue.event("status")["state"] == "running"    # the first one is untouched
+    # another uid reaches neither QMP nor the host-event socket (0700 runtime dir)
+    python = python_for(65534)
+    for sock in ("qmp.sock", "host-events.sock", "agent.sock"):
+        probe = subprocess.run(
+            [python, "-I", "-c", "import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX)\n"
+             "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n"
+             "    sys.exit(13)\n", str(glue.rundir / sock)], user=65534,
+            group=65534, extra_groups=[], capture_output=True, text=True)
+        assert probe.returncode == 13, (sock, probe.stderr)
+    assert oct(glue.rundir.stat().st_mode & 0o777) == "0o700"
     glue.shutdown()
 
 
