@@ -105,6 +105,8 @@ class Qemu:
         return cmd + list(c.extra)
 
     def start(self, timeout: float = 15.0) -> Qemu:
+        if self.log.exists():            # the previous QEMU's, for a post-mortem
+            self.log.replace(self.log.with_name(self.log.name + ".1"))
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,

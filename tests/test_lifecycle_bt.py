@@ -10,6 +10,7 @@ index.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 
@@ -48,6 +49,7 @@ def glue(tmp_path, build_outputs, guest_image):
         # the glue's QEMU dies with it; its Bumble peer may not: anything still
         # running on this test's runtime directory goes
         subprocess.run(["pkill", "-KILL", "-f", str(g.rundir)], check=False)
+        shutil.rmtree(g.rundir, ignore_errors=True)     # a killed glue leaves it
 
 
 def _diagnose(glue: Glue, agent: AgentClient | None) -> str:

@@ -29,6 +29,13 @@ def allocated(path) -> int:
     return path.stat().st_blocks * 512
 
 
+def rss(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def test_suspend_resume_keeps_guest_ram_and_the_balloon_works(build_outputs, guest_image):
     rundir = new_runtime_dir("test-snapshot")
     ram = FileRam(rundir / "ram", RAM)
@@ -83,10 +90,12 @@ def test_suspend_resume_keeps_guest_ram_and_the_balloon_works(build_outputs, gue
         vm.wait_balloon(lambda b: b >= RAM - 256 * MiB - MiB, 15, "background after resume")
         b = vm.balloon()
         time.sleep(1)
-        # ballooned pages are discarded from the RAM file (punched holes; also
-        # by free page reporting): it holds no more than the guest outside the
-        # balloon, plus what QEMU itself maps
-        assert allocated(ram.path) <= RAM - b + 64 * MiB, allocated(ram.path)
+        # ballooned pages are discarded from the RAM file (fallocate punch-hole;
+        # also by free page reporting) and unmapped: QEMU maps no more than the
+        # guest outside the balloon, plus its own memory. (The file's blocks are
+        # not a measure: on ext4 a punched 4 KiB page inside a large folio is
+        # allocated again when the folio is written back.)
+        assert rss(q.proc.pid) <= RAM - b + 96 * MiB, rss(q.proc.pid)
         agent.close()
     finally:
         q.stop()

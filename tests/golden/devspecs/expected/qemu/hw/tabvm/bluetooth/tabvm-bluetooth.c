@@ -42,6 +42,7 @@
 #include "hw/usb.h"
 #include "hw/usb/desc.h"
 #include "migration/blocker.h"
+#include "system/runstate.h"
 #include "migration/vmstate.h"
 #include "hw/tabvm/h4/h4.h"
 #include "trace.h"
@@ -92,6 +93,7 @@ struct TabvmBluetoothState {
     guint watch;                /* waiting for the chardev to take more */
     bool connected;
     Error *migration_blocker;
+    VMChangeStateEntry *vm_state;
     uint8_t sco_alt;
     int capture_fd;
     uint64_t capture_drops;
@@ -678,6 +680,36 @@ static void tabvm_bluetooth_event(void *opaque, QEMUChrEvent event)
 }
 
 /*
+ * A VM resumed from a state saved with the link down comes back detached even
+ * when the link came up while the state was loading (the load restores the
+ * detached USB port), and no new link event follows: attach once it runs.
+ * The host controller's restored slot for the old device may still point at
+ * the port (the guest had no time to see the unplug before the state was
+ * saved): attaching, detaching and attaching again makes the controller drop
+ * that slot before anything can reach the new, unaddressed device.
+ */
+static void tabvm_bluetooth_vm_state_change(void *opaque, bool running,
+                                            RunState state)
+{
+    TabvmBluetoothState *s = opaque;
+    Error *err = NULL;
+
+    if (!running || !s->connected || s->always_plugged || s->dev.attached) {
+        return;
+    }
+    usb_device_attach(&s->dev, &err);
+    if (err) {
+        warn_report_err(err);
+        return;
+    }
+    usb_device_detach(&s->dev);
+    usb_device_attach(&s->dev, &err);
+    if (err) {
+        warn_report_err(err);
+    }
+}
+
+/*
  * chardev-change swapped the backend (QEMU sent CLOSED for the old one if it
  * was open): listen on the new one. Swapping in a null backend takes the link
  * down, which lifts the migration blocker; that is how the glue suspends a VM
@@ -900,6 +932,8 @@ static void tabvm_bluetooth_realize(USBDevice *dev, Error **errp)
     qemu_chr_fe_set_handlers(&s->chr, tabvm_bluetooth_can_read,
                              tabvm_bluetooth_read, tabvm_bluetooth_event,
                              tabvm_bluetooth_be_change, s, NULL, true);
+    s->vm_state = qemu_add_vm_change_state_handler(
+        tabvm_bluetooth_vm_state_change, s);
     if ((s->always_plugged || qemu_chr_fe_backend_open(&s->chr)) &&
         !dev->attached) {
         usb_device_attach(dev, errp);
@@ -910,6 +944,7 @@ static void tabvm_bluetooth_unrealize(USBDevice *dev)
 {
     TabvmBluetoothState *s = TABVM_BLUETOOTH(dev);
 
+    qemu_del_vm_change_state_handler(s->vm_state);
     qemu_chr_fe_deinit(&s->chr, false);
     migrate_del_blocker(&s->migration_blocker);
     tabvm_bluetooth_reset_transport(s);
