@@ -68,7 +68,8 @@ from glue.agent_client import AgentClient, AgentError  # noqa: E402
 from glue.profile import builtin_profile, default_outputs  # noqa: E402
 from glue.qemu import Qemu, QemuError, VmConfig  # noqa: E402
 from glue.runtime import new_runtime_dir  # noqa: E402
-from glue.snapshot import FileRam, SnapshotError, resume, suspend  # noqa: E402
+from glue.snapshot import (FileRam, SnapshotError, resume, suspend,  # noqa: E402
+                           wait_migration)
 from tabvm.guest import build_guest  # noqa: E402
 
 MiB = 1 << 20
@@ -79,7 +80,6 @@ PING_INTERVAL = 0.05             # wait_ready: a ping every 50 ms until one is a
 BOOT_TIMEOUT = 180.0             # a cold boot (TCG) to the agent's answer
 RESTORE_TIMEOUT = 120.0          # QMP, loading a 4 GiB snapshot, the agent's answer
 HOG_TIMEOUT = 600.0              # memhog writing its pages under TCG
-MIGRATION_POLL = 0.002
 GOAL_RESUME_S = 0.100
 GOAL_SUSPEND_S = 0.100
 GOAL_SPEEDUP = 30.0
@@ -173,21 +173,6 @@ def _status(pid: int) -> bytes:
         return Path(f"/proc/{pid}/status").read_bytes().lower()
     except OSError:
         return b""
-
-
-def wait_migration(q: Qemu, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        info = q.cmd("query-migrate")
-        status = info.get("status")
-        if status == "completed":
-            return
-        if status in ("failed", "cancelled"):
-            raise BenchError(f"{what}: migration {status}: "
-                             f"{info.get('error-desc', 'no reason given')}")
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what}: migration still {status} after {timeout} s")
-        time.sleep(MIGRATION_POLL)
 
 
 def resumed_at(q: Qemu, t0_wall: float) -> float | None:

@@ -235,8 +235,10 @@ class Lifecycle:
         if plan.source == "template":
             t0 = time.monotonic()
             copied = sparse_copy(s.template / "ram", s.ram)
-            if self.disk:
-                shutil.copyfile(s.template / "disk.qcow2", s.disk)
+            if self.disk:                # its existence marks a used session: last
+                tmp = s.disk.with_name(f".{s.disk.name}.tmp")
+                shutil.copyfile(s.template / "disk.qcow2", tmp)
+                tmp.replace(s.disk)
             self.log("template-copied", ram_mib=copied >> 20,
                      ms=f"{(time.monotonic() - t0) * 1000:.0f}")
             state = s.template / "devstate"
@@ -274,8 +276,13 @@ class Lifecycle:
         self._stall_at("boot:committed")
         self._set_state("booting")
         q = Qemu(self.config, self.rundir, die_with_parent=True)
+        try:
+            q.start()
+        except QemuError as exc:
+            self._set_state("crashed")
+            self.log("boot-failed", error=repr(str(exc)))
+            raise
         self.vm = q
-        q.start()
         s.record_qemu(q.proc.pid)
 
     def suspend(self) -> float:
@@ -369,7 +376,8 @@ class Lifecycle:
         self._set_state("crashed")
         now = time.monotonic()
         self.crashes = [t for t in self.crashes if now - t < RESTARTS_WINDOW_S] + [now]
-        self.log("qemu-died", exit=rc, foreground=self.foreground, log=q.log)
+        self.log("qemu-died", exit=rc, foreground=self.foreground, log=q.log,
+                 said=repr(_last_line(q.log)))
         if self.foreground and self.policy.restart_on_crash:
             if len(self.crashes) > MAX_RESTARTS:
                 self.log("restart-refused", crashes=len(self.crashes),
@@ -517,8 +525,13 @@ class Lifecycle:
                 except Exception as exc:    # reported to the caller, the loop goes on
                     box.append(exc)
                 done.set()
-            self.check_alive()
-            self.tick()
+            try:
+                self.check_alive()
+                self.tick()
+            except (LifecycleError, QemuError, SessionError, OSError) as exc:
+                # logged where it happened; the VM stays down until the next
+                # foreground (or resume) event
+                self.log("transition-failed", state=self.state, error=repr(str(exc)))
             if time.monotonic() >= self._next_tick:
                 self._next_tick = time.monotonic() + interval
                 tick()
@@ -563,6 +576,14 @@ class Lifecycle:
         replace_dir(tmp, s.template)
         self.log("template-captured", **meta)
         return meta
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""
 
 
 def _rss_kib(pid: int) -> int:

@@ -91,9 +91,14 @@ def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: st
                  *(balloon.devices if balloon else ()),
                  *((SCRATCH_DEVICE,) if scratch_disk else ())),
         extra=(("-audiodev", audiodev) if audiodev else ()) + (
-            ("-qmp", f"tcp:{qmp_tcp[0]}:{qmp_tcp[1]},server=on,wait=off") if qmp_tcp else ()),
+            ("-qmp", f"tcp:{_host(qmp_tcp[0])}:{qmp_tcp[1]},server=on,wait=off")
+            if qmp_tcp else ()),
         env=env,
     )
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 SCRATCH_NODE = "scratch"

@@ -44,7 +44,7 @@ class FileRam:
             "-machine", f"memory-backend={RAM_BACKEND_ID}"))
 
 
-def _wait_migration(q: Qemu, timeout: float, what: str) -> None:
+def wait_migration(q: Qemu, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
         info = q.cmd("query-migrate")
@@ -71,7 +71,7 @@ def save(q: Qemu, state: Path, timeout: float = 30.0,
     q.cmd("stop")
     stopped()
     q.cmd("migrate", uri=f"file:{partial}")
-    _wait_migration(q, timeout, "suspend")
+    wait_migration(q, timeout, "suspend")
     partial.rename(state)
 
 
@@ -98,7 +98,7 @@ def load(config: VmConfig, rundir: Path, state: Path, timeout: float = 30.0,
     try:
         q.cmd("migrate-set-capabilities", capabilities=IGNORE_SHARED)
         q.cmd("migrate-incoming", uri=f"file:{state}")
-        _wait_migration(q, timeout, "resume")
+        wait_migration(q, timeout, "resume")
     except (QemuError, SnapshotError, OSError):
         q.stop()
         raise

@@ -250,3 +250,20 @@ def test_base_is_not_touched_by_plan(tmp_path, base):
     lc.plan()
     assert sorted(p.name for p in lc.session.dir.iterdir()) == []
     assert not Path(tmp_path / "base.img").exists()
+
+
+def test_qmp_listens_on_tcp_only_when_asked(build_outputs, tmp_path):
+    from glue.profile import builtin_profile
+    from glue.qemu import Qemu
+    kernel = initrd = tmp_path / "k"
+    kernel.write_bytes(b"")
+    plain = Qemu(builtin_profile(build_outputs, kernel, initrd, "tcg"), tmp_path).command()
+    assert not [a for a in plain if "tcp:" in a or "host=" in a]
+    assert "-nodefaults" in plain
+    assert f"unix:{tmp_path}/qmp.sock,server=on,wait=off" in plain
+    asked = Qemu(builtin_profile(build_outputs, kernel, initrd, "tcg",
+                                 qmp_tcp=("127.0.0.1", 4444)), tmp_path).command()
+    assert "tcp:127.0.0.1:4444,server=on,wait=off" in asked
+    v6 = Qemu(builtin_profile(build_outputs, kernel, initrd, "tcg",
+                              qmp_tcp=("::1", 4444)), tmp_path).command()
+    assert "tcp:[::1]:4444,server=on,wait=off" in v6
