@@ -226,9 +226,7 @@ class Session:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             return None
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_exited(pid, timeout=10)
         return pid
 
     def remove_device_states(self, keep: str | None = None) -> None:
@@ -239,6 +237,25 @@ class Session:
     def fresh_ram(self) -> None:
         """Drop the RAM file: QEMU creates a new, empty one."""
         self.ram.unlink(missing_ok=True)
+
+
+def wait_exited(pid: int, timeout: float) -> bool:
+    """Wait until process ``pid`` is gone, or a zombie whose threads have all
+    exited: only then are its files closed (a zombie thread-group leader may
+    wait for other threads still exiting, with a disk image open and locked).
+    False if it is still there after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        try:
+            zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] == "Z"
+            if zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1:
+                return True
+        except (OSError, IndexError):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def fsync_file(path: Path) -> None:

@@ -56,7 +56,18 @@ def build(builddir: Path = BUILD_DIR) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    return build(args.builddir)
+    rc = build(args.builddir)
+    if rc or not args.cross:
+        return rc
+    from .cross_build import CrossError, cross_build
+    out = args.out or REPO / "build-cross" / args.cross
+    try:
+        bundle = cross_build(args.cross, args.ndk, args.builddir, out)
+    except (CrossError, OSError) as exc:
+        print(f"tabvm: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"bundle {bundle}")
+    return 0
 
 
 def cmd_guest(args: argparse.Namespace) -> int:
@@ -116,6 +127,16 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("build", help="generate and build QEMU with the devices")
     s.add_argument("--builddir", type=Path, default=BUILD_DIR)
+    s.add_argument("--cross", metavar="TARGET", default=None,
+                   choices=["android-x86_64", "android-x86", "linux-musl-x86_64"],
+                   help="also cross-build QEMU and its dependencies for TARGET into a "
+                   "bundle (cross/TARGET.ini; linux-musl-x86_64 is the stand-in for "
+                   "the Android targets on machines without the NDK)")
+    s.add_argument("--ndk", type=Path, default=None,
+                   help="the Android NDK for the android-* targets (default: "
+                   "$ANDROID_NDK_HOME)")
+    s.add_argument("--out", type=Path, default=None,
+                   help="where the bundle goes (default: build-cross/TARGET)")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("guest", help="build the test guest (kernel + initramfs + agent)")

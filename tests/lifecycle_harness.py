@@ -17,6 +17,7 @@ from glue.agent_client import AgentClient, AgentError
 from glue.host_events import request, socket_path
 from glue.journal import Journal
 from glue.runtime import runtime_base
+from glue.session import wait_exited
 from tabvm.paths import REPO
 
 MOUNT = ("mkdir -p /mnt/disk && (grep -q ' /mnt/disk ' /proc/mounts || "
@@ -113,16 +114,8 @@ class Glue:
 
 
 def wait_gone(pid: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists():
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z":
-                return               # a zombie holds no memory; its parent reaps it
-        except (OSError, IndexError):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} still there after {timeout} s")
-        time.sleep(0.02)
+    if not wait_exited(pid, timeout):
+        raise AssertionError(f"process {pid} still there after {timeout} s")
 
 
 def put_markers(agent: AgentClient, marker: str) -> None:
