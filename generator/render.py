@@ -28,6 +28,9 @@ BALLOON_HOOKS = ("qapi-machine-balloon.json", "qapi-qom-balloon-properties.json"
                  "vl-balloon-delayed.c")
 DEVICE_CONFIG = "tabvm"
 DEVICE_CONFIG_PATH = f"configs/devices/x86_64-softmmu/{DEVICE_CONFIG}.mak"
+# the same set for qemu-system-i386: the only system target QEMU 10.0 builds on
+# 32-bit hosts (tabvm build --cross android-x86)
+DEVICE_CONFIG_PATH_I386 = f"configs/devices/i386-softmmu/{DEVICE_CONFIG}.mak"
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Renderer:
             (f"qemu/{GENERATED_DIR}/meson.build", "qemu/meson.build.j2"),
             (f"qemu/{GENERATED_DIR}/Kconfig", "qemu/Kconfig.j2"),
             (f"qemu/{DEVICE_CONFIG_PATH}", "qemu/devices.mak.j2"),
+            (f"qemu/{DEVICE_CONFIG_PATH_I386}", "qemu/devices.mak.j2"),
             ("hooks/trace-subdirs.meson", "qemu/trace-hook.meson.j2"),
         ]
         outputs = [Output(path, self.render(t, **ctx), specs) for path, t in files]

@@ -37,6 +37,14 @@ def _files(root: Path) -> dict[str, dict[str, Any]]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
+def spec_hashes(repo: Path | None = None) -> dict[str, str]:
+    """{devspecs/NAME.yaml: sha256} of the device specs the glue carries."""
+    if repo is None:
+        from tabvm.paths import REPO as repo
+    return {str(p.relative_to(repo)): _sha256(p)
+            for p in sorted((repo / "devspecs").glob("*.yaml"))}
+
+
 def write_manifest(root: Path, info: dict[str, Any]) -> Path:
     manifest = {"format": FORMAT, **info, "files": _files(root)}
     path = root / MANIFEST

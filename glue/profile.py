@@ -13,6 +13,7 @@ from tabvm.guest import APPEND
 from tabvm.paths import REPO
 
 from .audio import HDA_DEVICES
+from .bundle import MANIFEST, BundleError, spec_hashes, verify
 from .qemu import VmConfig
 
 READY_MARKER = "TABVM-GUEST-READY"
@@ -42,9 +43,16 @@ class BuildOutputs:
         return self.root / f"{name}.aml"
 
     def check(self) -> None:
+        """The outputs are there; a cross-built bundle (with manifest.json) must
+        also match its manifest and this checkout's device specs."""
         for path in (self.qemu, self.firmware / "bios-256k.bin", self.aml("battery")):
             if not path.exists():
                 raise ProfileError(f"{path} missing: run `tabvm build` first")
+        if (self.root / MANIFEST).exists():
+            try:
+                verify(self.root, specs=spec_hashes())
+            except BundleError as exc:
+                raise ProfileError(str(exc)) from None
 
 
 XHCI = "qemu-xhci,id=xhci"

@@ -20,10 +20,15 @@ def update_golden(request):
 
 @pytest.fixture(scope="session")
 def build_outputs():
-    """QEMU with the generated devices, firmware and AML: `tabvm build` (incremental)."""
-    from glue.profile import default_outputs
+    """QEMU with the generated devices, firmware and AML: `tabvm build` (incremental);
+    with TABVM_BUNDLE=DIR, a cross-built bundle instead (its manifest checked)."""
+    from glue.profile import BuildOutputs, default_outputs
     from tabvm.cli import build
 
+    if os.environ.get("TABVM_BUNDLE"):
+        outputs = BuildOutputs(Path(os.environ["TABVM_BUNDLE"]))
+        outputs.check()
+        return outputs
     rc = build()
     assert rc == 0, "tabvm build failed (see the output above)"
     outputs = default_outputs()

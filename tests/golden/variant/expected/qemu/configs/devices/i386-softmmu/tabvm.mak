@@ -1,0 +1,22 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Device set of the tabvm VM profile, for -nodefaults use
+# Generated from tests/golden/variant/specs/btlink.yaml,
+# tests/golden/variant/specs/speaker.yaml,
+# tests/golden/variant/specs/power.yaml
+# by the tabvm generator -- do not edit. Regenerate with: tabvm gen
+
+# Machine and stock devices the profile uses (qemu-tree/recipe.toml)
+CONFIG_Q35=y
+CONFIG_SERIAL_ISA=y
+CONFIG_VIRTIO_PCI=y
+CONFIG_VIRTIO_BLK=y
+CONFIG_VIRTIO_SERIAL=y
+CONFIG_VIRTIO_BALLOON=y
+CONFIG_USB_XHCI_PCI=y
+CONFIG_USB_HID=y
+CONFIG_VIRTIO_INPUT=y
+CONFIG_HDA=y
+
+# Generated devices
+CONFIG_TABVM_BTLINK=y
+CONFIG_TABVM_TABLET_POWER=y
