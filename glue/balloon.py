@@ -29,7 +29,6 @@ import os
 import re
 import select
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ from typing import Any, Callable, Mapping
 
 from generator.ir import Balloon
 from generator.kinds.balloon import TRIM_LEVELS
+
+from .log import log_line
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = REPO / "devspecs" / "balloon.yaml"
@@ -53,11 +54,6 @@ TRIM_VALUES = {5: "RUNNING_MODERATE", 10: "RUNNING_LOW", 15: "RUNNING_CRITICAL",
 assert set(TRIM_VALUES.values()) == set(TRIM_LEVELS)
 
 Log = Callable[..., None]
-
-
-def _stderr_log(event: str, **fields: object) -> None:
-    items = " ".join(f"{k}={v}" for k, v in fields.items())
-    print(f"tabvm: {event} {items}".rstrip(), file=sys.stderr, flush=True)
 
 
 def levels_from_spec(path: Path | str = DEFAULT_SPEC) -> Balloon:
@@ -555,7 +551,7 @@ class BalloonBridge:
                  linux: LinuxHostAdapter | None = None,
                  android: AndroidHostAdapter | None = None,
                  foreground: bool = True, interval: float = 0.5,
-                 log: Log = _stderr_log):
+                 log: Log = log_line):
         self.link = link
         self.spec = spec
         self.linux = linux

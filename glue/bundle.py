@@ -11,10 +11,11 @@ carries, stop the start with what is wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from tabvm.qemu_source import sha256_of
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -24,16 +25,8 @@ class BundleError(RuntimeError):
     pass
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files(root: Path) -> dict[str, dict[str, Any]]:
-    return {str(p.relative_to(root)): {"sha256": _sha256(p), "size": p.stat().st_size}
+    return {str(p.relative_to(root)): {"sha256": sha256_of(p), "size": p.stat().st_size}
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
@@ -41,7 +34,7 @@ def spec_hashes(repo: Path | None = None) -> dict[str, str]:
     """{devspecs/NAME.yaml: sha256} of the device specs the glue carries."""
     if repo is None:
         from tabvm.paths import REPO as repo
-    return {str(p.relative_to(repo)): _sha256(p)
+    return {str(p.relative_to(repo)): sha256_of(p)
             for p in sorted((repo / "devspecs").glob("*.yaml"))}
 
 

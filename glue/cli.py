@@ -35,6 +35,7 @@ from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
 from .profile import (BT_CHARDEV_ID, POLICY_PATH, READY_MARKER, BalloonSetup, BuildOutputs,
                       ProfileError, builtin_profile, default_outputs)
 from .lifecycle import Disk, Lifecycle
+from .log import log_line as _log
 from .profile_spec import Profile, load_profile
 from .qemu import Qemu, QemuError, VmConfig
 from .qmp_input import mtt, touch_frame
@@ -148,11 +149,6 @@ def _source(args: argparse.Namespace) -> PowerSource:
     return SimulatedCurve()
 
 
-def _log(event: str, **fields: object) -> None:
-    items = " ".join(f"{k}={v}" for k, v in fields.items())
-    print(f"tabvm: {event} {items}".rstrip(), file=sys.stderr, flush=True)
-
-
 def _probe_kvm(config_for: Callable[[str], VmConfig]) -> bool:
     """Boot the test guest under KVM: the kernel's banner must show within 10 s
     (it takes well under one with working KVM) and the guest must get ready."""
@@ -205,7 +201,6 @@ def _config(args: argparse.Namespace, profile: Profile, rundir: Path, outputs: B
     already in ``args``), without its RAM file and disk (the lifecycle adds them)."""
     from tabvm.guest import build_guest
 
-    outputs.check()
     if profile.guest.kernel is None or profile.guest.initrd is None:
         image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
     kernel = profile.guest.kernel or image.vmlinux

@@ -22,11 +22,12 @@ import selectors
 import socket
 import stat
 import struct
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from .log import log_line
 
 SOCKET_NAME = "host-events.sock"
 MAX_LINE = 64 * 1024
@@ -120,11 +121,6 @@ def peer_uid(sock: socket.socket) -> int:
     return struct.unpack("3i", creds)[1]
 
 
-def _stderr_log(event: str, **fields: object) -> None:
-    items = " ".join(f"{k}={v}" for k, v in fields.items())
-    print(f"tabvm: {event} {items}".rstrip(), file=sys.stderr, flush=True)
-
-
 def socket_path(rundir: Path | str) -> Path:
     return Path(rundir) / SOCKET_NAME
 
@@ -136,7 +132,7 @@ class HostEventServer:
 
     def __init__(self, rundir: Path | str, *, name: str = SOCKET_NAME,
                  max_line: int = MAX_LINE, max_clients: int = MAX_CLIENTS,
-                 log: Callable[..., None] = _stderr_log):
+                 log: Callable[..., None] = log_line):
         self.rundir = Path(rundir)
         self.path = self.rundir / name
         self.max_line = max_line

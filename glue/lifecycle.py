@@ -27,6 +27,7 @@ All transitions run on one thread (``run``); host-event handlers queue them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import queue
 import shutil
@@ -36,12 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .balloon import PolicyLinkError
+from .balloon import PolicyLinkError, read_meminfo
 from .journal import Checkpoint, JournalError, Record, boot_id, fsync_dir
+from .log import log_line
 from .profile_spec import SnapshotPolicy, trim_value
 from .qemu import Qemu, QemuError, VmConfig
 from .session import (DISK_DEVICE, DiskCheck, QemuImg, Session, SessionError, allocated,
-                      config_key, disk_blockdev, fsync_file, replace_dir, sparse_copy)
+                      config_key, disk_blockdev, fsync_file, replace_dir, rss_kib,
+                      sparse_copy)
 from .snapshot import FileRam, SnapshotError, load, save
 
 #: Test hook: ``point[,point...]`` where the lifecycle stops for STALL_SECONDS
@@ -71,19 +74,13 @@ class Plan:
     reason: str
 
 
-def _stderr_log(event: str, **fields: object) -> None:
-    import sys
-    items = " ".join(f"{k}={v}" for k, v in fields.items())
-    print(f"tabvm: {event} {items}".rstrip(), file=sys.stderr, flush=True)
-
-
 class Lifecycle:
     """One VM session: ``start``, ``suspend``, ``shutdown``; host events through
     ``register(server)`` and ``run()``."""
 
     def __init__(self, base: VmConfig, ram_bytes: int, rundir: Path, session: Session,
                  qemu_img: QemuImg, disk: Disk | None, policy: SnapshotPolicy,
-                 log: Callable[..., None] = _stderr_log):
+                 log: Callable[..., None] = log_line):
         self.base = base
         self.ram_bytes = ram_bytes
         self.rundir = rundir
@@ -146,7 +143,6 @@ class Lifecycle:
             return "templates are off in the profile"
         if not meta.is_file():
             return "no golden template (tabvm snapshot template)"
-        import json
         try:
             key = json.loads(meta.read_text())["config_key"]
         except (OSError, ValueError, KeyError):
@@ -434,7 +430,10 @@ class Lifecycle:
                                "host_available_mib": _host_available_kib() >> 10}
         if q is not None and q.proc is not None and q.alive():
             out["qemu_pid"] = q.proc.pid
-            mem["qemu_rss_mib"] = _rss_kib(q.proc.pid) >> 10
+            try:
+                mem["qemu_rss_mib"] = (rss_kib(q.proc.pid) or 0) >> 10
+            except OSError:
+                pass
             if self.state == "running":
                 try:
                     actual = q.cmd("query-balloon")["actual"]
@@ -544,7 +543,6 @@ class Lifecycle:
     def capture_template(self, ready: Callable[[Qemu], None]) -> dict[str, Any]:
         """Cold boot a fresh guest beside the session, wait for ``ready(q)``, and
         save it as the golden template (RAM, device state, disk overlay; fsync'd)."""
-        import json
         s = self.session
         tmp = s.dir / "template.new"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -586,24 +584,11 @@ def _last_line(path: Path) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def _host_available_kib() -> int:
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
+        return read_meminfo().get("MemAvailable", 0)
     except (OSError, ValueError):
-        pass
-    return 0
+        return 0
 
 
 def _health(fn: Callable[[], str]) -> str:

@@ -258,6 +258,15 @@ def wait_exited(pid: int, timeout: float) -> bool:
     return True
 
 
+def rss_kib(pid: int) -> int | None:
+    """Resident memory of process ``pid`` in KiB (VmRSS); None when it has none
+    (a zombie). OSError when there is no such process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
+
+
 def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:

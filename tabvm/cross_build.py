@@ -292,15 +292,13 @@ def build_deps(target: Target, home: Path, venv: Path) -> Path:
 
 
 def configure_command(recipe: Recipe, target: Target, src: Path, venv: Path) -> list[str]:
-    args = [a for a in recipe.configure_args if a != "--enable-kvm" or
-            target.machine.get("host_machine", "cpu_family") in ("x86", "x86_64")]
     return [str(src / "configure"), f"--python={venv / 'bin' / 'python3'}",
             f"--cross-prefix={target.triple}-", "--host-cc=cc",
             f"--target-list={target.qemu_target}",
             f"--with-devices-{target.qemu_target.split('-')[0]}={DEVICE_CONFIG}",
             f"--extra-cflags={_shell_join(target.c_args)}",
             f"--extra-ldflags={_shell_join(target.c_link_args)}",
-            *args]
+            *recipe.configure_args]
 
 
 def build_qemu(target: Target, gen_dir: Path, recipe: Recipe) -> tuple[Path, Path]:
@@ -314,10 +312,9 @@ def build_qemu(target: Target, gen_dir: Path, recipe: Recipe) -> tuple[Path, Pat
         prefix = build_deps(target, home, venv)
         build = home / "qemu-build"
         cmd = configure_command(recipe, target, src, venv)
-        env = {**target.env(prefix), **{k: v for k, v in tools_env(venv).items()
-                                        if k == "PATH"}}
-        env.pop("CFLAGS")
-        env.pop("LDFLAGS")
+        # the cross flags go in as --extra-cflags/--extra-ldflags
+        env = {**target.env(prefix), "PATH": tools_env(venv)["PATH"]}
+        del env["CFLAGS"], env["LDFLAGS"]
         stamp = build / ".tabvm-configure"
         if not (stamp.exists() and stamp.read_text() == "\0".join(cmd)):
             say(f"configuring QEMU for {target.name}")

@@ -359,21 +359,25 @@ def test_without_deflate_on_oom_memtotal_shrinks_by_the_balloon(build_outputs, g
         q.stop()
 
 
+def refused_at_start(build_outputs, guest_image, balloon: BalloonSetup, message: str) -> None:
+    """QEMU with this policy setup stops at start-up with ``message``."""
+    config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg",
+                             touch=False, balloon=balloon)
+    q = Qemu(config, new_runtime_dir("test-balloon-refused"))
+    try:
+        with pytest.raises(QemuError, match=re.escape(message)):
+            q.start()
+    finally:
+        q.stop()
+
+
 @pytest.mark.parametrize("psi, message", [
     ("/nonexistent/pressure", "cannot read /nonexistent/pressure"),
     ("/dev/null", "/dev/null is not a Linux pressure (PSI) file"),
     ("/proc/meminfo", "/proc/meminfo is not a Linux pressure (PSI) file"),
 ])
 def test_psi_that_cannot_work_is_a_clear_error(build_outputs, guest_image, psi, message):
-    rundir = new_runtime_dir("test-balloon-psi")
-    config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg",
-                             touch=False, balloon=BalloonSetup(psi=Path(psi)))
-    q = Qemu(config, rundir)
-    try:
-        with pytest.raises(QemuError, match=re.escape(message)):
-            q.start()
-    finally:
-        q.stop()
+    refused_at_start(build_outputs, guest_image, BalloonSetup(psi=Path(psi)), message)
 
 
 def test_psi_triggers_as_the_kernel_takes_them(build_outputs, guest_image):
@@ -407,12 +411,4 @@ def test_psi_triggers_as_the_kernel_takes_them(build_outputs, guest_image):
     ((("bogus", 1),), "Invalid parameter 'bogus'"),
 ])
 def test_bad_policy_options_are_clear_errors(build_outputs, guest_image, props, message):
-    rundir = new_runtime_dir("test-balloon-opts")
-    config = builtin_profile(build_outputs, guest_image.vmlinux, guest_image.initrd, "tcg",
-                             touch=False, balloon=BalloonSetup(props=props))
-    q = Qemu(config, rundir)
-    try:
-        with pytest.raises(QemuError, match=re.escape(message)):
-            q.start()
-    finally:
-        q.stop()
+    refused_at_start(build_outputs, guest_image, BalloonSetup(props=props), message)

@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -32,6 +31,7 @@ from glue.balloon import (PRESSURE_SOCKET, BalloonBridge, LinuxHostAdapter, Poli
 from glue.profile import BalloonSetup, builtin_profile, scratch_image
 from glue.qemu import Qemu
 from glue.runtime import new_runtime_dir
+from glue.session import rss_kib
 from memcg import CgroupUnavailable, MemoryCgroup
 from test_balloon_e2e import fill_page_cache
 
@@ -60,10 +60,8 @@ time.sleep(3600)
 
 
 def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    """Bytes resident; 0 for a process with none (exiting)."""
+    return (rss_kib(pid) or 0) * 1024
 
 
 @dataclasses.dataclass

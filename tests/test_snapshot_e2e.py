@@ -16,6 +16,7 @@ from glue.agent_client import AgentClient
 from glue.profile import POLICY_PATH, BalloonSetup, builtin_profile
 from glue.qemu import Qemu
 from glue.runtime import new_runtime_dir
+from glue.session import allocated, rss_kib
 from glue.snapshot import FileRam, SnapshotError, resume, suspend
 from test_balloon_e2e import Vm
 
@@ -25,15 +26,6 @@ MiB = 1 << 20
 RAM = 512 * MiB
 
 
-def allocated(path) -> int:
-    return path.stat().st_blocks * 512
-
-
-def rss(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_suspend_resume_keeps_guest_ram_and_the_balloon_works(build_outputs, guest_image):
@@ -95,7 +87,8 @@ def test_suspend_resume_keeps_guest_ram_and_the_balloon_works(build_outputs, gue
         # guest outside the balloon, plus its own memory. (The file's blocks are
         # not a measure: on ext4 a punched 4 KiB page inside a large folio is
         # allocated again when the folio is written back.)
-        assert rss(q.proc.pid) <= RAM - b + 96 * MiB, rss(q.proc.pid)
+        resident = rss_kib(q.proc.pid)
+        assert resident is not None and resident * 1024 <= RAM - b + 96 * MiB, resident
         agent.close()
     finally:
         q.stop()
