@@ -4,9 +4,9 @@ One meson cross file per target (``cross/TARGET.ini``; the Android ones take the
 NDK from ``--ndk``/``ANDROID_NDK_HOME`` through a generated constants file)
 drives everything, in the same order for the Android targets and the stand-in:
 
-1. the dependencies in ``qemu-tree/cross-deps.toml`` (zlib, libffi, pcre2, glib),
-   from Debian's source packages pinned by sha256, each with its own build
-   system, static, position-independent, into one prefix;
+1. the dependencies in ``qemu-tree/cross-deps.toml`` (zlib, libffi, pcre2, glib,
+   pixman, libslirp, libpng), from Debian's source packages pinned by sha256,
+   each with its own build system, static, position-independent, into one prefix;
 2. QEMU from the same patched tree as the native build (generated devices
    included), configured with that compiler and pkg-config on that prefix;
 3. a bundle: the binaries, the firmware and SSDTs of the native build, and
@@ -243,6 +243,10 @@ def build_dep(dep: Dep, target: Target, src: Path, work: Path, prefix: Path,
              f"{dep.name} configure", log, env)
         _run(["make", jobs, "install"], src, f"{dep.name} build", log, env)
     elif dep.build == "autotools":
+        # the libraries already in the prefix (libpng's configure looks for zlib
+        # with the compiler, not with pkg-config)
+        env = {**env, "CPPFLAGS": f"-I{prefix / 'include'}",
+               "LDFLAGS": _shell_join([*target.c_link_args, f"-L{prefix / 'lib'}"])}
         if dep.autoreconf:
             _run(["autoreconf", "-fi"], src, f"{dep.name} autoreconf", log, env)
         _run(["./configure", f"--host={target.triple}", f"--prefix={prefix}",

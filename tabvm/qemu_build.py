@@ -27,6 +27,20 @@ from .qemu_tree import install_generated
 from .recipe import Recipe
 
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
+#: Firmware from Debian packages copied beside the binary (``-L build/firmware``),
+#: with the package that ships each file.
+PACKAGED_FIRMWARE = (
+    (SEABIOS, "seabios"),
+    # the VGA BIOSes SeaBIOS runs for the display adapters (each device's romfile,
+    # found on -L): VGA, virtio-vga, bochs-display; virtio-gpu-pci needs none
+    (Path("/usr/share/seabios/vgabios-stdvga.bin"), "seabios"),
+    (Path("/usr/share/seabios/vgabios-virtio.bin"), "seabios"),
+    (Path("/usr/share/seabios/vgabios-bochs-display.bin"), "seabios"),
+    # UEFI: OVMF's code (pflash0, read-only) and the variable store template a
+    # session copies (pflash1), the 4 MiB layout
+    (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), "ovmf"),
+    (Path("/usr/share/OVMF/OVMF_VARS_4M.fd"), "ovmf"),
+)
 BINARY = "qemu-system-x86_64"
 IMG_TOOL = "qemu-img"
 
@@ -136,15 +150,19 @@ def install_outputs(build: Path, out: Path) -> None:
     """Copy the binary and the firmware it needs into ``out`` (only when changed)."""
     firmware = out / "firmware"
     firmware.mkdir(parents=True, exist_ok=True)
-    if not SEABIOS.exists():
-        raise BuildError(f"{SEABIOS} missing: install Debian's seabios package")
+    for path, package in PACKAGED_FIRMWARE:
+        if not path.exists():
+            raise BuildError(f"{path} missing: install Debian's {package} package")
     roms = build / "pc-bios/optionrom"
     for src, dst in ((build / BINARY, out / BINARY),
                      (build / IMG_TOOL, out / IMG_TOOL),
-                     (SEABIOS, firmware / SEABIOS.name),
+                     *((path, firmware / path.name) for path, _ in PACKAGED_FIRMWARE),
                      # -kernel with a bzImage, and with an ELF vmlinux (PVH entry)
                      (roms / "linuxboot_dma.bin", firmware / "linuxboot_dma.bin"),
-                     (roms / "pvh.bin", firmware / "pvh.bin")):
+                     (roms / "pvh.bin", firmware / "pvh.bin"),
+                     # q35 loads it on every start (the TPR patching of KVM guests;
+                     # without it QEMU warns "rom: file kvmvapic.bin")
+                     (roms / "kvmvapic.bin", firmware / "kvmvapic.bin")):
         if not dst.exists() or dst.read_bytes() != src.read_bytes():
             tmp = dst.with_name(f".{dst.name}.tmp")
             shutil.copy2(src, tmp)

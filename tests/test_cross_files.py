@@ -124,12 +124,15 @@ def test_qemu_configure_for_the_stand_in():
     assert "--cross-prefix=x86_64-linux-musl-" in cmd
     assert "--target-list=x86_64-softmmu" in cmd
     assert "--extra-ldflags=-pie" in cmd
+    # the same features as the native build: their libraries are cross-deps
+    assert {"--enable-pixman", "--enable-slirp", "--enable-png"} <= set(cmd)
 
 
 def test_dependencies_are_pinned():
     suite, deps = load_deps()
     assert suite == load_recipe().debian_suite
-    assert [d.name for d in deps] == ["zlib", "libffi", "pcre2", "glib"]
+    assert [d.name for d in deps] == ["zlib", "libffi", "pcre2", "glib", "pixman", "libslirp",
+                                     "libpng"]
     for d in deps:
         assert len(d.sha256) == 64 and d.orig.startswith(d.debian_package + "_")
         assert d.build in ("zlib", "autotools", "meson")
