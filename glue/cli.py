@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -16,6 +17,7 @@ from typing import Callable
 
 from generator.errors import SpecErrors
 from generator.ir import Balloon
+from tabvm.desktop_image import DesktopImageError, x_command
 from tabvm.guest import GuestBuildError
 
 from .accel import select_accel, wait_for_console
@@ -31,12 +33,15 @@ from .host_events import HostEventServer
 from .host_events import request as host_event
 from .host_events import socket_path as socket_path_of
 from .evdev import INPUT_PROP_DIRECT, contact_frames, input_devices
+from .desktop import screendump, wait_desktop, wait_screen
+from .guest_agent import GuestAgent, GuestAgentError
+from .hardware import QGA_SOCKET
 from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
 from .profile import (BT_CHARDEV_ID, POLICY_PATH, READY_MARKER, BalloonSetup, BuildOutputs,
                       ProfileError, builtin_profile, default_outputs)
 from .lifecycle import Disk, Lifecycle
 from .log import log_line as _log
-from .profile_spec import Profile, load_profile
+from .profile_spec import OVMF_CODE, OVMF_DIRS, OVMF_VARS, Profile, find_profile, load_profile
 from .qemu import Qemu, QemuError, VmConfig
 from .qmp_input import mtt, touch_frame
 from .runtime import new_runtime_dir, private_dir, runtime_base
@@ -45,9 +50,10 @@ from .touch_bridge import TouchBridge
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("profile", nargs="?", type=Path, default=None,
-                   help="the VM profile (YAML, profiles/README.md; default: "
-                   "profiles/default.yaml, the test guest); the options below override it")
+    p.add_argument("profile", nargs="?", default=None,
+                   help="the VM profile: a YAML file (profiles/README.md) or the name of "
+                   "one in profiles/ (desktop, windows; default: profiles/default.yaml, "
+                   "the test guest); the options below override it")
     p.add_argument("--builddir", type=Path, default=None,
                    help="where `tabvm build` put QEMU, firmware and AML (default: build/)")
     p.add_argument("--accel", default=None, choices=["auto", "tcg", "kvm"],
@@ -149,16 +155,18 @@ def _source(args: argparse.Namespace) -> PowerSource:
     return SimulatedCurve()
 
 
-def _probe_kvm(config_for: Callable[[str], VmConfig]) -> bool:
-    """Boot the test guest under KVM: the kernel's banner must show within 10 s
-    (it takes well under one with working KVM) and the guest must get ready."""
+def _probe_kvm(outputs: BuildOutputs) -> bool:
+    """Boot the test guest under KVM (whatever the profile boots: the question is
+    whether this host's KVM runs an ordinary guest): the kernel's banner must show
+    within 10 s (it takes well under one with working KVM) and the guest must get
+    ready."""
+    from tabvm.guest import build_guest
+
+    image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
     rundir = new_runtime_dir("kvm-probe")
-    full = config_for("kvm")
-    # no device that needs a host-side peer: just the boot
-    config = dataclasses.replace(full, append=full.append.replace(" quiet", ""),
-                                 chardevs=(), objects=(),
-                                 devices=tuple(d for d in full.devices
-                                               if "chardev=" not in d))
+    config = builtin_profile(outputs, image.vmlinux, image.initrd, "kvm", touch=False,
+                             battery=False)
+    config = dataclasses.replace(config, append=config.append.replace(" quiet", ""))
     vm = Qemu(config, rundir)
     _log("accel", probe="booting the test guest under KVM once for this host boot")
     try:
@@ -201,23 +209,37 @@ def _config(args: argparse.Namespace, profile: Profile, rundir: Path, outputs: B
     already in ``args``), without its RAM file and disk (the lifecycle adds them)."""
     from tabvm.guest import build_guest
 
-    if profile.guest.kernel is None or profile.guest.initrd is None:
-        image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
-    kernel = profile.guest.kernel or image.vmlinux
-    initrd = profile.guest.initrd or image.initrd
+    guest = profile.guest
+    kernel = initrd = None
+    if guest.kernel_boot:
+        if guest.kernel is None or guest.initrd is None:
+            image = build_guest(progress=lambda m: _log("guest", step=repr(m)))
+        # the unpacked ELF kernel boots about twice as fast under TCG (PVH entry)
+        kernel = guest.kernel or image.vmlinux
+        initrd = guest.initrd or image.initrd
 
     sound, env = _audio(args, outputs, rundir)
     balloon = _balloon_setup(args, rundir, balloon_spec)
     touch = profile.devices.touchscreen or args.touch_from is not None
 
+    uefi = guest.ovmf if guest.firmware == "uefi" else None
+    if uefi is not None and uefi[0].parent in (default_outputs().firmware, *OVMF_DIRS) \
+            and (outputs.firmware / OVMF_CODE).is_file():
+        # OVMF found in the default places: the one beside this QEMU (a bundle's own)
+        uefi = (outputs.firmware / OVMF_CODE, outputs.firmware / OVMF_VARS)
+
     def config_for(accel: str) -> VmConfig:
-        # the unpacked ELF kernel boots about twice as fast under TCG (PVH entry)
         return builtin_profile(outputs, kernel, initrd, accel, args.memory, touch=touch,
                                bt_chardev=bt_chardev, audiodev=sound, balloon=balloon,
                                env=env, battery=args.battery != "off", cpus=profile.cpus,
-                               qmp_tcp=profile.qmp_tcp)
+                               qmp_tcp=profile.qmp_tcp, display=profile.display,
+                               network=profile.network,
+                               qga_socket=rundir / QGA_SOCKET if guest.agent == "qemu-ga"
+                               else None,
+                               uefi=uefi,
+                               cdrom=guest.cdrom, serial_agent=guest.agent == "tabvm")
 
-    accel = select_accel(args.accel, probe=lambda: _probe_kvm(config_for))
+    accel = select_accel(args.accel, probe=lambda: _probe_kvm(outputs))
     return config_for(accel)
 
 
@@ -243,11 +265,19 @@ def _effective(args: argparse.Namespace, profile: Profile) -> None:
 
 
 def _disk(profile: Profile) -> Disk | None:
-    if profile.disk is None:
+    """The profile's base disk (the desktop image is built here on first use)."""
+    d = profile.disk
+    if d is None:
         return None
-    if profile.disk.base is None:
-        return Disk(builtin_base_disk(profile.disk.size_mib), "raw")
-    return Disk(profile.disk.base, profile.disk.format)
+    boot = None if profile.guest.kernel_boot else 1     # firmware: the disk, then a CD
+    if d.desktop:
+        from tabvm.desktop_image import build_desktop_image
+        image = build_desktop_image(progress=lambda m: _log("desktop-image", step=repr(m)),
+                                    refresh=False)
+        return Disk(image.path, "qcow2", d.bus, boot)
+    if d.base is None:
+        return Disk(builtin_base_disk(d.size_mib), "raw", d.bus, boot)
+    return Disk(d.base, d.format, d.bus, boot)
 
 
 def _open_runtime(profile: Profile, state_dir: Path | None) -> tuple[Path, Session]:
@@ -256,7 +286,7 @@ def _open_runtime(profile: Profile, state_dir: Path | None) -> tuple[Path, Sessi
     session.lock()
     rundir = private_dir(private_dir(runtime_base()) / profile.name)
     for stale in rundir.iterdir():
-        if stale.is_socket() or stale.suffix in (".log", ".wav"):
+        if stale.is_socket() or stale.suffix in (".log", ".wav", ".png"):
             stale.unlink()
     return rundir, session
 
@@ -443,12 +473,18 @@ def _show_lifecycle(lifecycle: Lifecycle, agent: AgentClient, rundir: Path) -> A
 def _capture_template(args: argparse.Namespace, profile: Profile,
                       lifecycle: Lifecycle) -> int:
     def ready(q: Qemu) -> None:
-        if profile.guest.kernel is None:        # the test guest: its agent says when
+        if profile.guest.agent == "tabvm":      # the test guest: its agent says when
             agent = AgentClient(str(q.agent_socket), connect_timeout=30)
             try:
                 agent.wait_ready(timeout=180)
             finally:
                 agent.close()
+        elif profile.display is not None:       # a desktop: agent, session, screen
+            ready = wait_desktop(q, lifecycle.rundir, timeout=args.boot_timeout,
+                                 agent=profile.guest.agent == "qemu-ga",
+                                 session_check=_session_check(profile),
+                                 progress=lambda m: _log("template", step=repr(m)))
+            _log("template", desktop_s=f"{ready.screen_s:.1f}")
         else:
             _log("template", waiting_s=args.settle)
             time.sleep(args.settle)
@@ -460,17 +496,29 @@ def _capture_template(args: argparse.Namespace, profile: Profile,
     return 0
 
 
+def _session_check(profile: Profile) -> tuple[str, ...] | None:
+    """The command that says the guest's graphical session is up: the built-in
+    desktop image knows its own; other guests are judged by their screen."""
+    if profile.disk is not None and profile.disk.desktop:
+        from tabvm.desktop_image import SESSION_CHECK
+        return SESSION_CHECK
+    return None
+
+
 def status(args: argparse.Namespace) -> int:
     """``tabvm status``: the running glue's view, or the session journal's."""
     import json
 
     from .journal import JournalError
     try:
-        profile = load_profile(args.profile)
+        profile = load_profile(find_profile(args.profile))
         session_dir = args.state_dir or profile.state_dir
     except SpecErrors as exc:
         for error in exc.errors:
             print(f"tabvm: error: {error}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"tabvm: error: {exc}", file=sys.stderr)
         return 1
     sock = socket_path_of(runtime_base() / profile.name)
     try:
@@ -550,13 +598,14 @@ class VmHandle:
 
 
 def run(args: argparse.Namespace, show_guest: bool = False,
-        discard_session: bool = False, template: bool = False) -> int:
+        discard_session: bool = False, template: bool = False,
+        show: Callable[[Lifecycle, VmHandle, Path], None] | None = None) -> int:
     """``tabvm run``: the profile's VM through its lifecycle until a shutdown host
     event, --duration, Ctrl-C or SIGTERM. ``discard_session`` (the demo): a
     throwaway session that is powered off and removed at the end. ``template``
     (``tabvm snapshot template``): capture the golden template instead."""
     try:
-        profile = load_profile(args.profile)
+        profile = load_profile(find_profile(args.profile))
         _effective(args, profile)
         bt = _bt_backend(args)
         balloon_spec = (levels_from_spec(profile.devices.balloon_policy)
@@ -582,6 +631,7 @@ def run(args: argparse.Namespace, show_guest: bool = False,
             policy = dataclasses.replace(policy, on_shutdown="poweroff", template=False)
         lifecycle = Lifecycle(config, memory_mib(args.memory) << 20, rundir, session,
                               QemuImg(outputs.qemu_img), _disk(profile), policy, log=_log)
+        lifecycle.agent = profile.guest.agent
         if bt is not None:
             peer = bt.start(rundir, log_path=rundir / "bt-peer.log")
             ready = peer.ready if peer else {}
@@ -606,13 +656,13 @@ def run(args: argparse.Namespace, show_guest: bool = False,
         lifecycle.start()
         vm = VmHandle(lifecycle)
         touch = _start_touch_bridge(args, vm)
-        return _run_loop(args, lifecycle, vm, show_guest, t0, rundir)
+        return _run_loop(args, lifecycle, vm, show_guest, t0, rundir, show)
     except SpecErrors as exc:
         for error in exc.errors:
             print(f"tabvm: error: {error}", file=sys.stderr)
         return 1
     except (ProfileError, RuntimeError, OSError, GuestBuildError, BtPeerError, QemuError,
-            AgentError, ValueError, PolicyLinkError) as exc:
+            AgentError, ValueError, PolicyLinkError, DesktopImageError) as exc:
         print(f"tabvm: error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -636,9 +686,12 @@ def run(args: argparse.Namespace, show_guest: bool = False,
 
 
 def _run_loop(args: argparse.Namespace, lifecycle: Lifecycle, vm: VmHandle,
-              show_guest: bool, t0: float, rundir: Path) -> int:
+              show_guest: bool, t0: float, rundir: Path,
+              show_other: Callable[[Lifecycle, VmHandle, Path], None] | None = None) -> int:
     """The lifecycle's events and the battery bridge (and, for the demo, the
-    guest's view) until the end."""
+    guest's view: the test guest's with ``show_guest``, or ``show_other``) until
+    the end. 1 if showing failed."""
+    failed: list[BaseException] = []
     battery = BatteryBridge(vm, _source(args)) if args.battery != "off" else None
     if battery is not None:
         lifecycle.bridges["battery"] = lambda: "ok" if battery.sent else "waiting"
@@ -671,11 +724,24 @@ def _run_loop(args: argparse.Namespace, lifecycle: Lifecycle, vm: VmHandle,
         finally:
             shown.set()
 
+    def show_by_caller() -> None:
+        try:
+            assert show_other is not None
+            show_other(lifecycle, vm, rundir)
+        except (GuestAgentError, QemuError, OSError, RuntimeError) as exc:
+            print(f"tabvm: error: demo: {exc}", file=sys.stderr, flush=True)
+            failed.append(exc)
+            stop.set()
+        finally:
+            shown.set()
+
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if show_guest:
         threading.Thread(target=show, name="demo", daemon=True).start()
+    elif show_other is not None:
+        threading.Thread(target=show_by_caller, name="demo", daemon=True).start()
     else:
         shown.set()
 
@@ -706,7 +772,7 @@ def _run_loop(args: argparse.Namespace, lifecycle: Lifecycle, vm: VmHandle,
         lifecycle.shutdown()
     for agent in guest:
         agent.close()
-    return 0
+    return 1 if failed else 0
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -718,4 +784,83 @@ def demo(args: argparse.Namespace) -> int:
     if args.battery in (None, "auto") and \
             not HostPowerSupply(args.power_supply_root).has_battery():
         _log("demo", battery="this host has no battery: showing a simulated discharge curve")
-    return run(args, show_guest=True, discard_session=True)
+    rc = run(args, show_guest=True, discard_session=True)
+    if rc:
+        return rc
+    return desktop_demo(args.builddir)
+
+
+#: Where the demo writes the desktop's screenshot
+DESKTOP_SCREENSHOT = "desktop.png"
+
+
+def desktop_demo(builddir: Path | None) -> int:
+    """The demo's second part: the Debian desktop (profiles/desktop.yaml) in its
+    own session, which is kept: the first run builds the image and cold boots
+    (about a minute under TCG), later runs resume the checkpoint the previous
+    one left. Writes a screenshot (build/desktop.png), shows the guest's view
+    through qemu-guest-agent, and suspends it again."""
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    args = parser.parse_args(["desktop", "--duration", "0"]
+                             + (["--builddir", str(builddir)] if builddir else []))
+    outputs = BuildOutputs(builddir) if builddir else default_outputs()
+    profile = load_profile(find_profile("desktop"))
+    print("desktop: starting profiles/desktop.yaml (the first run builds the Debian "
+          "desktop image and cold boots it under TCG; later runs resume it)", flush=True)
+
+    def show(lifecycle: Lifecycle, vm: VmHandle, rundir: Path) -> None:
+        if lifecycle.source == "cold":
+            ready = wait_desktop(vm, rundir, timeout=900, session_check=_session_check(profile),
+                                 progress=lambda m: print(f"desktop: {m}", flush=True))
+            how = (f"cold boot: desktop on screen {ready.screen_s:.1f} s after QEMU "
+                   f"started ({lifecycle.timings.get('boot_ms', 0) / 1000:.1f} s to start it)")
+            # a terminal in the user's session, with what the guest says of itself;
+            # it stays open, so every resume shows it again
+            with GuestAgent(rundir / QGA_SOCKET, timeout=30) as agent:
+                agent.exec(["sh", "-c", "cd / && setsid " + shlex.join(x_command(
+                    "xterm", "-T", "tabvm demo: the Debian desktop guest", "-geometry",
+                    "100x16+80+60", "-fa", "DejaVu Sans Mono", "-fs", "11", "-e", "sh", "-c",
+                    TERMINAL_VIEW)) + " </dev/null >/dev/null 2>&1 &"], timeout=60)
+            shot = wait_screen(vm, rundir, time.monotonic() + 120)
+        else:
+            shot = rundir / "demo.png"
+            screendump(vm, shot)
+            how = (f"resumed from its {lifecycle.source} in "
+                   f"{lifecycle.timings.get('resume_ms', 0):.0f} ms")
+        out = outputs.root / DESKTOP_SCREENSHOT
+        shutil.copyfile(shot, out)
+        print(f"desktop: {how}; screenshot {out}", flush=True)
+        with GuestAgent(rundir / QGA_SOCKET, timeout=30) as agent:
+            result = agent.exec(["sh", "-c", GUEST_VIEW], timeout=60)
+        for line in result.stdout.decode(errors="replace").splitlines():
+            print(f"desktop: guest: {line}", flush=True)
+
+    rc = run(args, show=show)
+    st = _journal_state(profile)
+    print(f"desktop: {st} (the next demo resumes it; `tabvm run desktop` runs it)", flush=True)
+    return rc
+
+
+#: What the demo's terminal in the desktop session shows (run as the user)
+TERMINAL_VIEW = ". /etc/os-release; echo \"$PRETTY_NAME on tabvm, $(uname -sr)\"; echo; " \
+                "xrandr --current | head -2; echo; ip -br -4 addr; echo; " \
+                "lsblk -o NAME,SIZE,FSTYPE,MOUNTPOINTS; echo; exec bash"
+
+#: What the demo asks the desktop guest (through qemu-guest-agent)
+GUEST_VIEW = ". /etc/os-release; echo \"$PRETTY_NAME, kernel $(uname -r)\"; " \
+             "runuser -u user -- env DISPLAY=:0 XAUTHORITY=/home/user/.Xauthority " \
+             "xrandr --current | head -1; " \
+             "echo \"network: $(ip -4 -o addr show scope global | awk '{print $2, $4}')\"; " \
+             "echo \"disk: $(lsblk -dno NAME,TRAN,SIZE | tr '\\n' ' ')\""
+
+
+def _journal_state(profile: Profile) -> str:
+    from .journal import Journal, JournalError
+    try:
+        record = Journal(profile.state_dir).load()
+    except (JournalError, OSError):
+        return "session state unknown"
+    if record is None:
+        return "no session"
+    return f"session {record.state}" + (" with a checkpoint" if record.checkpoint else "")

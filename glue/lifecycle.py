@@ -42,9 +42,10 @@ from .journal import Checkpoint, JournalError, Record, boot_id, fsync_dir
 from .log import log_line
 from .profile_spec import SnapshotPolicy, trim_value
 from .qemu import Qemu, QemuError, VmConfig
-from .session import (DISK_DEVICE, DiskCheck, QemuImg, Session, SessionError, allocated,
-                      config_key, disk_blockdev, fsync_file, replace_dir, rss_kib,
-                      sparse_copy)
+from .hardware import QGA_CHARDEV_ID, QGA_SOCKET, disk_device, uefi_args
+from .session import (DISK_NODE, UEFI_VARS_NAME, DiskCheck, QemuImg, Session, SessionError,
+                      allocated, config_key, copy_file, disk_blockdev, fsync_file,
+                      replace_dir, rss_kib, sparse_copy)
 from .snapshot import FileRam, SnapshotError, load, save
 
 #: Test hook: ``point[,point...]`` where the lifecycle stops for STALL_SECONDS
@@ -66,6 +67,8 @@ class LifecycleError(RuntimeError):
 class Disk:
     base: Path
     format: str                           # raw | qcow2
+    bus: str = "virtio"                   # virtio | ahci (glue.hardware)
+    bootindex: int | None = None          # the firmware boots it first (firmware boot)
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class Lifecycle:
         self.policy = policy
         self._log = log
         self.key = config_key(base, rundir, disk is not None)
-        self.config = self._config(session.ram, session.disk)
+        self.config = self._config(session.ram, session.disk, session.uefi_vars)
         self.vm: Qemu | None = None
         self.state = "stopped"            # booting running suspending suspended crashed stopped
         self.foreground = True
@@ -107,6 +110,8 @@ class Lifecycle:
         self.before_suspend: list[Callable[[Qemu], None]] = []
         self.bridges: dict[str, Callable[[], str]] = {}     # name -> health
         self.balloon: Any = None          # a glue.balloon.BalloonBridge, if any
+        self.agent = "tabvm"              # the guest's agent: tabvm | qemu-ga | none
+        self._shots = 0
         self._bg_since: float | None = None
         self._queue: queue.Queue = queue.Queue()
         self._done = threading.Event()
@@ -115,12 +120,24 @@ class Lifecycle:
         self._committed = False
 
     # -- configuration --
-    def _config(self, ram: Path, overlay: Path) -> VmConfig:
+    def _config(self, ram: Path, overlay: Path, uefi_vars: Path) -> VmConfig:
         config = FileRam(ram, self.ram_bytes).apply(self.base)
+        if config.uefi is not None:
+            config = dataclasses.replace(config,
+                                         extra=config.extra + uefi_args(config.uefi[0], uefi_vars))
         if self.disk is None:
             return config
-        return dataclasses.replace(config, blockdevs=config.blockdevs + (disk_blockdev(overlay),),
-                                   devices=config.devices + (DISK_DEVICE,))
+        return dataclasses.replace(
+            config, blockdevs=config.blockdevs + (disk_blockdev(overlay),),
+            devices=config.devices + (disk_device(DISK_NODE, self.disk.bus,
+                                                  self.disk.bootindex),))
+
+    def _fresh_uefi_vars(self, path: Path) -> None:
+        """A UEFI session's variable store starts as a copy of OVMF's template
+        and is then the session's, like its disk."""
+        if self.base.uefi is not None and not path.exists():
+            copy_file(self.base.uefi[1], path)
+            self.log("uefi-vars-created", path=path)
 
     def log(self, step: str, **fields: object) -> None:
         self._log("lifecycle", step=step, **fields)
@@ -149,7 +166,8 @@ class Lifecycle:
             return "the template's meta.json is unreadable"
         if key != self.key:
             return "the template was captured for another VM configuration"
-        for name in ("ram", "devstate") + (("disk.qcow2",) if self.disk else ()):
+        for name in ("ram", "devstate") + (("disk.qcow2",) if self.disk else ()) \
+                + ((UEFI_VARS_NAME,) if self.base.uefi else ()):
             if not (self.session.template / name).is_file():
                 return f"the template has no {name}"
         return None
@@ -231,6 +249,8 @@ class Lifecycle:
         if plan.source == "template":
             t0 = time.monotonic()
             copied = sparse_copy(s.template / "ram", s.ram)
+            if self.base.uefi is not None:
+                copy_file(s.template / UEFI_VARS_NAME, s.uefi_vars)
             if self.disk:                # its existence marks a used session: last
                 tmp = s.disk.with_name(f".{s.disk.name}.tmp")
                 shutil.copyfile(s.template / "disk.qcow2", tmp)
@@ -265,6 +285,7 @@ class Lifecycle:
             if not s.disk.exists():
                 self.qemu_img.create_overlay(self.disk.base, self.disk.format, s.disk)
                 self.log("disk-created", overlay=s.disk, base=self.disk.base)
+        self._fresh_uefi_vars(s.uefi_vars)
         s.fresh_ram()
         s.remove_device_states()
         self.epoch = record.epoch + 1
@@ -308,6 +329,8 @@ class Lifecycle:
         if self.policy.durable:
             fsync_file(s.ram)
             fsync_file(state)
+            if self.base.uefi is not None:
+                fsync_file(s.uefi_vars)
             fsync_dir(s.dir)
         s.journal.commit(Record("suspended", self.epoch, Checkpoint(
             device_state=state.name, ram=s.ram.name, config_key=self.key, boot_id=boot_id(),
@@ -487,6 +510,36 @@ class Lifecycle:
         server.register("resume", handler(lambda ev: self._resume_event()))
         server.register("shutdown", handler(lambda ev: (self.shutdown(), {})[1]))
         server.register("status", lambda ev: self.status())
+        server.register("screenshot", handler(lambda ev: self.screenshot()))
+        server.register("guest-agent", handler(lambda ev: self.agent_status()))
+
+    def screenshot(self) -> dict[str, Any]:
+        """The guest's screen now, as a PNG in the runtime directory (QMP screendump)."""
+        if self.vm is None or self.state != "running":
+            raise LifecycleError(f"the VM is {self.state}: no screen to take")
+        self._shots += 1
+        path = self.rundir / f"screen-{self._shots}.png"
+        t0 = time.monotonic()
+        try:
+            self.vm.cmd("screendump", filename=str(path), format="png")
+        except QemuError as exc:
+            path.unlink(missing_ok=True)
+            raise LifecycleError(f"screendump: {exc}") from None
+        return {"path": str(path), "ms": round((time.monotonic() - t0) * 1000, 1)}
+
+    def agent_status(self) -> dict[str, Any]:
+        """Whether the guest's qemu-guest-agent has its virtio-serial port open
+        (QMP query-chardev's frontend-open), and where its socket is."""
+        out: dict[str, Any] = {"agent": self.agent}
+        if self.agent == "qemu-ga":
+            out["socket"] = str(self.rundir / QGA_SOCKET)
+        q = self.vm
+        if self.agent != "qemu-ga" or q is None or self.state != "running":
+            return out
+        chardevs = q.cmd("query-chardev")
+        out["open"] = any(c.get("label") == QGA_CHARDEV_ID and c.get("frontend-open")
+                          for c in chardevs)
+        return out
 
     def _resume_event(self) -> dict[str, Any]:
         if self.vm is not None:
@@ -548,10 +601,13 @@ class Lifecycle:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(mode=0o700)
         ram, overlay, state = tmp / "ram", tmp / "disk.qcow2", tmp / "devstate"
+        uefi_vars = tmp / UEFI_VARS_NAME
         if self.disk is not None:
             self.qemu_img.create_overlay(self.disk.base, self.disk.format, overlay)
+        self._fresh_uefi_vars(uefi_vars)
         t0 = time.monotonic()
-        q = Qemu(self._config(ram, overlay), self.rundir, die_with_parent=True).start()
+        q = Qemu(self._config(ram, overlay, uefi_vars), self.rundir,
+                 die_with_parent=True).start()
         try:
             ready(q)
             booted = time.monotonic() - t0
@@ -564,7 +620,8 @@ class Lifecycle:
         if rc != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             raise LifecycleError(f"capturing the template: QEMU exited with {rc}")
-        for path in (ram, state) + ((overlay,) if self.disk else ()):
+        for path in (ram, state) + ((overlay,) if self.disk else ()) \
+                + ((uefi_vars,) if self.base.uefi else ()):
             fsync_file(path)
             path.chmod(0o444)
         meta = {"config_key": self.key, "boot_s": round(booted, 2),

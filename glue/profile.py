@@ -14,6 +14,9 @@ from tabvm.paths import REPO
 
 from .audio import HDA_DEVICES
 from .bundle import MANIFEST, BundleError, spec_hashes, verify
+from .hardware import (CDROM_DEVICE, QGA_DEVICES, cdrom_blockdev, display_device,
+                       network_args, qga_chardev)
+from .profile_spec import Display, Network
 from .qemu import VmConfig
 
 READY_MARKER = "TABVM-GUEST-READY"
@@ -69,39 +72,56 @@ def bt_device(capture: Path | None = None, **props: object) -> str:
     return dev + "".join(f",{k.replace('_', '-')}={v}" for k, v in props.items())
 
 
-def builtin_profile(outputs: BuildOutputs, kernel: Path, initrd: Path, accel: str,
-                    memory: str = "512M", touch: bool = True,
+def builtin_profile(outputs: BuildOutputs, kernel: Path | None, initrd: Path | None,
+                    accel: str, memory: str = "512M", touch: bool = True,
                     bt_chardev: str | None = None,
                     bt_props: dict[str, object] | None = None, audiodev: str | None = None,
                     balloon: BalloonSetup | None = None, scratch_disk: Path | None = None,
                     env: tuple[tuple[str, str], ...] = (), battery: bool = True,
-                    cpus: int = 1, qmp_tcp: tuple[str, int] | None = None) -> VmConfig:
-    """The test guest with the battery, (``touch``) the touchscreen and, given its
+                    cpus: int = 1, qmp_tcp: tuple[str, int] | None = None,
+                    display: Display | None = None, network: Network | None = None,
+                    qga_socket: Path | None = None, uefi: tuple[Path, Path] | None = None,
+                    cdrom: Path | None = None, serial_agent: bool = True) -> VmConfig:
+    """The test guest (``kernel``/``initrd``; None = the firmware boots the disk or
+    the CD-ROM) with the battery, (``touch``) the touchscreen and, given its
     ``-chardev`` options (``bt_chardev``, with ``id=bt``), the Bluetooth controller
     (``bt_props``: its properties, see ``bt_device``);
     given ``-audiodev`` options (``glue.audio.audiodev``), the sound card on it;
     given ``balloon``, virtio-balloon with the ballooning policy object;
     given ``scratch_disk`` (a raw image), a virtio disk the guest sees as /dev/vda.
     ``env`` is added to QEMU's environment; ``battery`` off leaves the battery
-    out; ``qmp_tcp`` (host, port) adds a TCP QMP listener (none unless asked)."""
+    out; ``qmp_tcp`` (host, port) adds a TCP QMP listener (none unless asked).
+    The PC around them (glue.hardware): ``display`` adapter, ``network``,
+    qemu-guest-agent behind ``qga_socket``, ``uefi`` (OVMF code, variable-store
+    template; None = SeaBIOS), an ISO on a ``cdrom``; ``serial_agent``: the test
+    guest's agent on the second serial port."""
     outputs.check()
     usb = (XHCI,) if touch or bt_chardev else ()
     return VmConfig(
         qemu=outputs.qemu, firmware_dir=outputs.firmware, kernel=kernel, initrd=initrd,
         append=APPEND, memory=memory, accel=accel, cpus=cpus,
         acpi_tables=(outputs.aml("battery"),) if battery else (),
-        chardevs=((bt_chardev,) if bt_chardev else ()) + (balloon.chardevs if balloon else ()),
-        blockdevs=(scratch_blockdev(scratch_disk),) if scratch_disk else (),
+        chardevs=((bt_chardev,) if bt_chardev else ()) + (balloon.chardevs if balloon else ())
+        + ((qga_chardev(qga_socket),) if qga_socket else ()),
+        blockdevs=((scratch_blockdev(scratch_disk),) if scratch_disk else ())
+        + ((cdrom_blockdev(cdrom),) if cdrom else ()),
         objects=balloon.objects if balloon else (),
-        devices=(*(("tabvm-battery,id=battery",) if battery else ()), *usb, *((TOUCH_DEVICE,) if touch else ()),
+        devices=(*((display_device(display),) if display else ()),
+                 *(("tabvm-battery,id=battery",) if battery else ()), *usb,
+                 *((TOUCH_DEVICE,) if touch else ()),
                  *((bt_device(**(bt_props or {})),) if bt_chardev else ()),
                  *(HDA_DEVICES if audiodev else ()),
                  *(balloon.devices if balloon else ()),
-                 *((SCRATCH_DEVICE,) if scratch_disk else ())),
+                 *((SCRATCH_DEVICE,) if scratch_disk else ()),
+                 *((CDROM_DEVICE,) if cdrom else ()),
+                 *(QGA_DEVICES if qga_socket else ())),
         extra=(("-audiodev", audiodev) if audiodev else ()) + (
             ("-qmp", f"tcp:{_host(qmp_tcp[0])}:{qmp_tcp[1]},server=on,wait=off")
-            if qmp_tcp else ()),
-        env=env,
+            if qmp_tcp else ()) + network_args(network),
+        env=env, uefi=uefi, serial_agent=serial_agent,
+        # a firmware-booted OS reboots like a computer; the test guest's
+        # panic=-1 reboot ends QEMU
+        no_reboot=kernel is not None,
     )
 
 

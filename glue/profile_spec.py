@@ -30,13 +30,25 @@ from generator.loader import Document, load_file
 from generator.schema import uint, validate
 from tabvm.paths import REPO
 
-__all__ = ["DEFAULT_PROFILE", "BUILTIN", "Devices", "DiskProfile", "GuestProfile",
-           "Profile", "SnapshotPolicy", "SpecErrors", "load_profile", "render_errors",
-           "trim_value"]
+__all__ = ["DEFAULT_PROFILE", "BUILTIN", "DESKTOP", "Devices", "DiskProfile", "Display",
+           "Forward", "GuestProfile", "Network", "Profile", "SnapshotPolicy", "SpecErrors",
+           "find_profile", "load_profile", "render_errors", "trim_value"]
 
 DEFAULT_PROFILE = REPO / "profiles" / "default.yaml"
 DEFAULT_POLICY = REPO / "devspecs" / "balloon.yaml"
+PROFILES_DIR = REPO / "profiles"
 BUILTIN = "builtin"
+DESKTOP = "desktop"                 # disk.base: the Debian desktop image (tabvm guest desktop)
+#: OVMF's code and variable-store images (Debian's ovmf package), looked up in
+#: ``guest.ovmf`` (default: the build's firmware directory, then OVMF_DIRS)
+OVMF_CODE = "OVMF_CODE_4M.fd"
+OVMF_VARS = "OVMF_VARS_4M.fd"
+OVMF_DIRS = (Path("/usr/share/OVMF"),)
+AUTO = "auto"
+#: Screen sizes a display adapter is given (QEMU's EDID and the adapters' limits
+#: are far above; a tablet panel is well inside)
+SCREEN_WIDTH = (320, 7680)
+SCREEN_HEIGHT = (200, 4320)
 NAME = r"[a-z0-9][a-z0-9-]{0,31}"
 
 # ComponentCallbacks2.TRIM_MEMORY_* values, lowest first (the order of TRIM_LEVELS)
@@ -65,11 +77,19 @@ def _section(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"type": "dict", "schema": schema, **extra}
 
 
+_PORT = {"type": "integer", "min": 1, "max": 65535}
+
 SCHEMA: dict[str, Any] = {
     "name": {"type": "string", "required": True, "regex": NAME},
     "guest": _section({
+        "boot": _one_of("kernel", "firmware", default="kernel"),
         "kernel": {**_PATH, "default": BUILTIN},
         "initrd": {**_PATH, "default": BUILTIN},
+        "firmware": _one_of("bios", "uefi", default="bios"),
+        "ovmf": {**_PATH, "default": AUTO},
+        "cdrom": {**_PATH, "nullable": True, "default": None},
+        # default: tabvm for boot: kernel (the test guest's), qemu-ga for firmware
+        "agent": _one_of("tabvm", "qemu-ga", "none", nullable=True, default=None),
     }, default={}),
     "memory_mib": uint(128, 65536, default=512),
     "cpus": uint(1, 64, default=1),
@@ -78,7 +98,24 @@ SCHEMA: dict[str, Any] = {
         "base": {**_PATH, "default": BUILTIN},
         "format": _one_of("raw", "qcow2", default="raw"),
         "size_mib": uint(16, 65536, default=64),
+        "bus": _one_of("virtio", "ahci", default="virtio"),
     }),
+    "display": _section({
+        "adapter": _one_of("virtio-gpu", "vga", "bochs", required=True),
+        "width": {"type": "integer", "min": SCREEN_WIDTH[0], "max": SCREEN_WIDTH[1],
+                  "default": 1280},
+        "height": {"type": "integer", "min": SCREEN_HEIGHT[0], "max": SCREEN_HEIGHT[1],
+                   "default": 800},
+    }),
+    "network": _section({
+        "model": _one_of("virtio-net", "e1000e", "none", default="virtio-net"),
+        "forwards": {"type": "list", "default": [], "schema": _section({
+            "proto": _one_of("tcp", "udp", default="tcp"),
+            "address": {"type": "string", "empty": False, "default": "127.0.0.1"},
+            "host": {**_PORT, "required": True},
+            "guest": {**_PORT, "required": True},
+        })},
+    }, default={}),
     "devices": _section({
         "battery": _section({"source": _one_of("auto", "host", "simulated", default="auto")}),
         "touchscreen": _section({"from": {**_PATH, "nullable": True, "default": None}}),
@@ -110,6 +147,15 @@ SCHEMA: dict[str, Any] = {
 class GuestProfile:
     kernel: Path | None                # None = builtin (the test guest's)
     initrd: Path | None
+    boot: str = "kernel"               # kernel (kernel + initrd) | firmware (disk / cdrom)
+    firmware: str = "bios"             # bios (SeaBIOS) | uefi (OVMF)
+    ovmf: tuple[Path, Path] | None = None   # (code, vars template) for uefi
+    cdrom: Path | None = None          # an ISO image on a SATA CD-ROM
+    agent: str = "tabvm"               # tabvm | qemu-ga | none
+
+    @property
+    def kernel_boot(self) -> bool:
+        return self.boot == "kernel"
 
 
 @dataclass(frozen=True)
@@ -117,6 +163,29 @@ class DiskProfile:
     base: Path | None                  # None = builtin (an empty ext4 image)
     format: str                        # raw | qcow2
     size_mib: int                      # builtin's size; 0 for a given image
+    bus: str = "virtio"                # virtio | ahci
+    desktop: bool = False              # base is the Debian desktop image (built on demand)
+
+
+@dataclass(frozen=True)
+class Display:
+    adapter: str                       # virtio-gpu | vga | bochs
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Forward:
+    proto: str                         # tcp | udp
+    address: str                       # the host address it listens on
+    host: int
+    guest: int
+
+
+@dataclass(frozen=True)
+class Network:
+    model: str                         # virtio-net | e1000e
+    forwards: tuple[Forward, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +223,8 @@ class Profile:
     snapshot: SnapshotPolicy
     state_dir: Path
     qmp_tcp: tuple[str, int] | None
+    display: Display | None = None
+    network: Network | None = None     # None = no network (network: none)
 
 
 # -- loading ------------------------------------------------------------------------
@@ -166,17 +237,51 @@ def load_profile(path: Path | None = None, display: str | None = None) -> Profil
     path = Path(path) if path is not None else DEFAULT_PROFILE
     display = display or spec_display_path(path, REPO)
     doc = load_file(path, display)
+    network_none = _network_shorthand(doc)
     errors, spec = validate(doc, SCHEMA)
+    errors = [SpecError(e.loc, e.field, "must be none or a mapping (model, forwards)")
+              if e.field == "network" and "dict type" in e.message else e for e in errors]
     bad = {tuple(e.field.split(".")) for e in errors if e.field}
     if errors:
         if not isinstance(doc.data, dict) or "" in {e.field for e in errors}:
             raise SpecErrors(errors)
         spec = _partial(doc.data, bad)
+    if network_none:
+        doc.data["network"] = "none"        # as written, for the checks' messages
+        spec["network"] = {"model": "none", "forwards": []}
     checks = _Checks(doc, spec, bad, path.absolute().parent)
     errors += checks.run()
     if errors:
         raise SpecErrors(errors)
     return _build(spec, path.absolute(), checks)
+
+
+def _network_shorthand(doc: Document) -> bool:
+    """``network: none`` is ``network: {model: none}``: rewritten in ``doc.data``
+    for the schema (True if it was)."""
+    if isinstance(doc.data, dict) and doc.data.get("network") == "none":
+        doc.data["network"] = {"model": "none"}
+        return True
+    return False
+
+
+def find_profile(arg: str | Path | None) -> Path:
+    """The profile file a command line names: a path to a YAML file, or the name
+    of one in profiles/ (``desktop`` = profiles/desktop.yaml); None = default.
+    ValueError (one line) if there is none."""
+    if arg is None:
+        return DEFAULT_PROFILE
+    text = str(arg)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if "/" not in text and not text.endswith((".yaml", ".yml")):
+        named = PROFILES_DIR / f"{text}.yaml"
+        if named.is_file():
+            return named
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+        raise ValueError(f"no profile {text!r} (a YAML file, or one of: {known})")
+    raise ValueError(f"profile {text}: no such file")
 
 
 def render_errors(exc: SpecErrors) -> str:
@@ -206,9 +311,11 @@ class _Checks:
         self.errors: list[SpecError] = []
         self.policy_min: int | None = None
         self.qmp: tuple[str, int] | None = None
+        self.ovmf: tuple[Path, Path] | None = None
 
-    def ok(self, *path: str) -> bool:
-        return not any(path[:n] in self.bad for n in range(1, len(path) + 1))
+    def ok(self, *path: str | int) -> bool:
+        parts = tuple(str(p) for p in path)
+        return not any(parts[:n] in self.bad for n in range(1, len(parts) + 1))
 
     def get(self, *path: str) -> Any:
         node: Any = self.spec
@@ -217,17 +324,29 @@ class _Checks:
         return node
 
     def err(self, path: tuple[str, ...], message: str) -> None:
-        self.errors.append(SpecError(self.doc.loc(path), ".".join(path), message))
+        self.errors.append(SpecError(self.doc.loc(path), ".".join(map(str, path)), message))
 
     def resolve(self, value: str) -> Path:
         return Path(os.path.normpath(self.base / Path(value).expanduser()))
 
+    def given(self, *path: str) -> bool:
+        """``path`` is written in the profile (not a default)."""
+        node: Any = self.doc.data
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return False
+            node = node[key]
+        return True
+
     def run(self) -> list[SpecError]:
-        for path in (("guest", "kernel"), ("guest", "initrd"), ("disk", "base"),
-                     ("devices", "balloon", "policy")):
+        for path in (("guest", "kernel"), ("guest", "initrd"), ("guest", "cdrom"),
+                     ("disk", "base"), ("devices", "balloon", "policy")):
             self._file(path)
         self._exists(("devices", "touchscreen", "from"), directory=False)
         self._exists(("devices", "balloon", "memory_cgroup"), directory=True)
+        self._boot()
+        self._ovmf()
+        self._forwards()
         self._disk()
         self._balloon()
         self._bluetooth()
@@ -241,7 +360,8 @@ class _Checks:
 
     def _file(self, path: tuple[str, ...]) -> None:
         value = self.get(*path)
-        if not self.ok(*path) or not isinstance(value, str) or value == BUILTIN:
+        if not self.ok(*path) or not isinstance(value, str) or value == BUILTIN \
+                or (path == ("disk", "base") and value == DESKTOP):
             return
         resolved = self.resolve(value)
         if not resolved.exists():
@@ -259,15 +379,93 @@ class _Checks:
         elif directory and not resolved.is_dir():
             self.err(path, f"{value!r} is not a directory{self._where(value)}")
 
+    def _boot(self) -> None:
+        """boot: firmware takes no kernel and needs something to boot from; the
+        tabvm agent lives in the test guest's initramfs (boot: kernel)."""
+        boot = self.get("guest", "boot")
+        if not self.ok("guest", "boot") or boot is None:
+            return
+        if boot == "firmware":
+            for key in ("kernel", "initrd"):
+                if self.given("guest", key) and self.ok("guest", key):
+                    self.err(("guest", key), "only applies to boot: kernel (boot: "
+                             "firmware starts the disk's or the CD-ROM's boot loader)")
+            if self.get("disk") is None and self.get("guest", "cdrom") is None:
+                self.err(("guest", "boot"), "firmware needs a disk or a cdrom to boot from "
+                         "(the profile has neither)")
+            if self.get("guest", "agent") == "tabvm" and self.ok("guest", "agent"):
+                self.err(("guest", "agent"), "tabvm is the test guest's agent (boot: kernel "
+                         "with the builtin initrd); a firmware-booted OS has qemu-ga or none")
+
+    def _ovmf(self) -> None:
+        """UEFI needs OVMF's code and variable-store images: in ``guest.ovmf``, or
+        (auto) in the build's firmware directory or Debian's ovmf package."""
+        firmware, ovmf = self.get("guest", "firmware"), self.get("guest", "ovmf")
+        if not self.ok("guest", "firmware") or not self.ok("guest", "ovmf"):
+            return
+        if firmware != "uefi":
+            if self.given("guest", "ovmf"):
+                self.err(("guest", "ovmf"), "only applies to firmware: uefi")
+            return
+        if ovmf == AUTO:
+            from .profile import default_outputs
+            dirs = (default_outputs().firmware, *OVMF_DIRS)
+        else:
+            dirs = (self.resolve(ovmf),)
+        for d in dirs:
+            if (d / OVMF_CODE).is_file() and (d / OVMF_VARS).is_file():
+                self.ovmf = (d / OVMF_CODE, d / OVMF_VARS)
+                return
+        where = " or ".join(str(d) for d in dirs) if ovmf == AUTO else repr(ovmf)
+        self.err(("guest", "ovmf") if ovmf != AUTO else ("guest", "firmware"),
+                 f"uefi: no OVMF found ({OVMF_CODE} and {OVMF_VARS} in {where}; "
+                 "install Debian's ovmf package)")
+
+    def _forwards(self) -> None:
+        """Each host address/port is forwarded once; addresses are IP literals."""
+        import ipaddress
+        forwards = self.get("network", "forwards")
+        if not self.ok("network", "forwards") or not isinstance(forwards, list):
+            return
+        if self.get("network", "model") == "none" and forwards:
+            self.err(("network", "forwards"), "there is no network to forward to "
+                     "(network model none)")
+            return
+        seen: dict[tuple[str, str, int], int] = {}
+        for i, fwd in enumerate(forwards):
+            if not isinstance(fwd, dict) or not self.ok("network", "forwards", i):
+                continue
+            path = ("network", "forwards", i)
+            try:
+                ipaddress.ip_address(fwd["address"])
+            except ValueError:
+                self.err(path + ("address",), f"{fwd['address']!r} is not an IP address "
+                         "(e.g. 127.0.0.1, the default, or 0.0.0.0 for every interface)")
+                continue
+            key = (fwd["proto"], fwd["address"], fwd["host"])
+            if key in seen:
+                self.err(path + ("host",), f"{fwd['proto']} {fwd['address']}:{fwd['host']} "
+                         f"is already forwarded by forwards[{seen[key]}]")
+            else:
+                seen[key] = i
+
     def _disk(self) -> None:
         disk = self.get("disk")
         if not isinstance(disk, dict) or not self.ok("disk", "base"):
             return
         raw = self.doc.data.get("disk")
-        if disk["base"] != BUILTIN:
+        if disk["base"] not in (BUILTIN, DESKTOP):
             if isinstance(raw, dict) and "size_mib" in raw and self.ok("disk", "size_mib"):
                 self.err(("disk", "size_mib"), "only applies to base: builtin "
                          "(a given image has its own size)")
+        elif disk["base"] == DESKTOP:
+            if isinstance(raw, dict) and "size_mib" in raw and self.ok("disk", "size_mib"):
+                self.err(("disk", "size_mib"), "only applies to base: builtin "
+                         "(the desktop image has its own size)")
+            if self.given("disk", "format") and disk["format"] != "qcow2" \
+                    and self.ok("disk", "format"):
+                self.err(("disk", "format"), f"the desktop image is qcow2, not "
+                         f"{disk['format']}")
         elif disk["format"] != "raw" and self.ok("disk", "format"):
             self.err(("disk", "format"), f"must be raw for base: builtin "
                      f"(the glue makes a raw image), not {disk['format']}")
@@ -329,16 +527,30 @@ def _build(spec: dict[str, Any], source: Path, checks: _Checks) -> Profile:
         return None if value is None else checks.resolve(value)
 
     guest, dev, snap = spec["guest"], spec["devices"], spec["snapshot"]
-    disk = spec.get("disk")
+    disk, display, net = spec.get("disk"), spec.get("display"), spec["network"]
     touch, balloon = dev.get("touchscreen"), dev.get("balloon")
     after = snap["suspend_after_background_s"]
+    kernel_boot = guest["boot"] == "kernel"
+    desktop = disk is not None and disk["base"] == DESKTOP
     return Profile(
         name=spec["name"], source=source,
-        guest=GuestProfile(path_or_builtin(guest["kernel"]), path_or_builtin(guest["initrd"])),
+        guest=GuestProfile(
+            kernel=path_or_builtin(guest["kernel"]) if kernel_boot else None,
+            initrd=path_or_builtin(guest["initrd"]) if kernel_boot else None,
+            boot=guest["boot"], firmware=guest["firmware"], ovmf=checks.ovmf,
+            cdrom=opt_path(guest["cdrom"]),
+            agent=guest["agent"] or ("tabvm" if kernel_boot else "qemu-ga")),
         memory_mib=spec["memory_mib"], cpus=spec["cpus"], accel=spec["accel"],
         disk=None if disk is None else DiskProfile(
-            base=path_or_builtin(disk["base"]), format=disk["format"],
-            size_mib=disk["size_mib"] if disk["base"] == BUILTIN else 0),
+            base=None if desktop else path_or_builtin(disk["base"]),
+            format="qcow2" if desktop else disk["format"],
+            size_mib=disk["size_mib"] if disk["base"] == BUILTIN else 0,
+            bus=disk["bus"], desktop=desktop),
+        display=None if display is None else Display(
+            display["adapter"], display["width"], display["height"]),
+        network=None if net["model"] == "none" else Network(net["model"], tuple(
+            Forward(f["proto"], f["address"], f["host"], f["guest"])
+            for f in net["forwards"])),
         devices=Devices(
             battery=dev["battery"]["source"] if "battery" in dev else None,
             touchscreen=touch is not None,

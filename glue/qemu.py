@@ -28,8 +28,8 @@ class QemuError(RuntimeError):
 class VmConfig:
     qemu: Path
     firmware_dir: Path
-    kernel: Path
-    initrd: Path
+    kernel: Path | None              # None: the firmware boots the disk (or CD-ROM)
+    initrd: Path | None
     append: str = "console=ttyS0 panic=-1"
     memory: str = "512M"
     cpus: int = 1
@@ -41,6 +41,11 @@ class VmConfig:
     blockdevs: tuple[str, ...] = ()  # -blockdev arguments
     extra: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()   # added to QEMU's environment
+    #: UEFI: OVMF's code image and the variable-store template a session copies
+    #: (the lifecycle maps the session's copy; None = SeaBIOS)
+    uefi: tuple[Path, Path] | None = None
+    serial_agent: bool = True        # the test guest's agent on the second serial port
+    no_reboot: bool = True           # a guest reboot ends QEMU (the test guest's panic=-1)
 
 
 PR_SET_PDEATHSIG = 1
@@ -88,14 +93,19 @@ class Qemu:
         c = self.config
         cmd = [str(c.qemu), "-M", "q35", "-accel", c.accel, "-m", c.memory,
                "-smp", str(c.cpus), "-nodefaults", "-no-user-config", "-display", "none",
-               "-L", str(c.firmware_dir),
-               "-kernel", str(c.kernel), "-initrd", str(c.initrd), "-append", c.append,
-               "-chardev", f"file,id=console,path={self.console_log}",
-               "-serial", "chardev:console",
-               "-chardev", f"socket,id=agent,path={self.agent_socket},server=on,wait=off",
-               "-serial", "chardev:agent",
-               "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
-               "-no-reboot"]
+               "-L", str(c.firmware_dir)]
+        if c.kernel is not None:
+            cmd += ["-kernel", str(c.kernel), "-append", c.append]
+            if c.initrd is not None:
+                cmd += ["-initrd", str(c.initrd)]
+        cmd += ["-chardev", f"file,id=console,path={self.console_log}",
+                "-serial", "chardev:console"]
+        if c.serial_agent:
+            cmd += ["-chardev", f"socket,id=agent,path={self.agent_socket},server=on,wait=off",
+                    "-serial", "chardev:agent"]
+        cmd += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
+        if c.no_reboot:
+            cmd.append("-no-reboot")
         for table in c.acpi_tables:
             cmd += ["-acpitable", f"file={table}"]
         for chardev in c.chardevs:

@@ -7,8 +7,11 @@ The state directory of a profile (``Profile.state_dir``, mode 0700) holds::
     ram             guest RAM (memory-backend-file, share=on): live while running
     devstate-N      device state saved by the suspend of epoch N
     disk.qcow2      the session's writes, a qcow2 overlay over the read-only base
+    efivars.fd      UEFI's variable store (boot entries, settings): the session's
+                    own copy of OVMF's template, written by the firmware like a
+                    disk, kept like one (UEFI profiles only)
     qemu.pid        the QEMU the last glue started (killed if a new glue finds it)
-    template/       the golden template: ram, devstate, disk.qcow2, meta.json
+    template/       the golden template: ram, devstate, disk.qcow2, efivars.fd, meta.json
 
 The base disk image is never written: QEMU opens it read-only as the overlay's
 backing file.
@@ -36,10 +39,10 @@ from .runtime import private_dir
 
 RAM_NAME = "ram"
 DISK_NAME = "disk.qcow2"
+UEFI_VARS_NAME = "efivars.fd"
 TEMPLATE_DIR = "template"
 TEMPLATE_META = "meta.json"
 DISK_NODE = "disk"
-DISK_DEVICE = f"virtio-blk-pci,drive={DISK_NODE},id=disk"
 
 
 class SessionError(RuntimeError):
@@ -56,23 +59,35 @@ def identity(path: Path) -> str:
 
 
 def config_key(config: VmConfig, rundir: Path, disk: bool) -> str:
-    """What a saved device state depends on: the emulator, firmware, kernel,
-    devices and RAM size. Paths inside the runtime directory are normalized."""
+    """What a saved device state depends on: the emulator, firmware (OVMF's code
+    image for UEFI), kernel, devices and RAM size. Paths inside the runtime
+    directory are normalized."""
     def norm(items: tuple[str, ...]) -> list[str]:
         return [s.replace(str(rundir), "$RUNDIR") for s in items]
 
     firmware = sorted((p.name, identity(p)) for p in config.firmware_dir.glob("*"))
     data = {
         "qemu": identity(config.qemu), "firmware": firmware,
-        "kernel": identity(config.kernel), "initrd": identity(config.initrd),
+        "kernel": identity(config.kernel) if config.kernel else None,
+        "initrd": identity(config.initrd) if config.initrd else None,
+        "uefi": identity(config.uefi[0]) if config.uefi else None,
         "append": config.append, "memory": config.memory, "cpus": config.cpus,
         "accel": config.accel,
         "acpi": [(p.name, identity(p)) for p in config.acpi_tables],
         "chardevs": norm(config.chardevs), "devices": norm(config.devices),
         "objects": norm(config.objects), "blockdevs": norm(config.blockdevs),
         "extra": norm(config.extra), "disk": disk,
+        "serial_agent": config.serial_agent, "no_reboot": config.no_reboot,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` (writable by us) through a temporary name."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.chmod(0o600)
+    tmp.replace(dst)
 
 
 def sparse_copy(src: Path, dst: Path) -> int:
@@ -184,6 +199,7 @@ class Session:
 
     ram = property(lambda self: self.dir / RAM_NAME)
     disk = property(lambda self: self.dir / DISK_NAME)
+    uefi_vars = property(lambda self: self.dir / UEFI_VARS_NAME)
     template = property(lambda self: self.dir / TEMPLATE_DIR)
     pidfile = property(lambda self: self.dir / "qemu.pid")
 

@@ -71,6 +71,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_guest(args: argparse.Namespace) -> int:
+    if args.kind == "desktop":
+        return _desktop_guest()
     from .guest import GuestBuildError, build_guest
     try:
         image = build_guest()
@@ -79,6 +81,11 @@ def cmd_guest(args: argparse.Namespace) -> int:
         return 1
     print(f"kernel  {image.kernel}\ninitrd  {image.initrd}\nversion {image.kernel_version}")
     return 0
+
+
+def _desktop_guest() -> int:
+    from .desktop_image import main as build_desktop
+    return build_desktop()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -102,6 +109,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_template(args: argparse.Namespace) -> int:
     from glue.cli import run
     return run(args, template=True)
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from glue.guest_cmds import cmd_exec as run_exec
+    return run_exec(args)
+
+
+def cmd_screenshot(args: argparse.Namespace) -> int:
+    from glue.guest_cmds import cmd_screenshot as shot
+    return shot(args)
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
@@ -139,7 +156,11 @@ def parser() -> argparse.ArgumentParser:
                    help="where the bundle goes (default: build-cross/TARGET)")
     s.set_defaults(func=cmd_build)
 
-    s = sub.add_parser("guest", help="build the test guest (kernel + initramfs + agent)")
+    s = sub.add_parser("guest", help="build a guest: the test guest (kernel + initramfs "
+                       "+ agent) or the Debian desktop disk image (cached by input hash)")
+    s.add_argument("kind", nargs="?", choices=["test", "desktop"], default="test",
+                   help="test: the busybox test guest (default); desktop: the Debian 12 "
+                   "X11 desktop image (qcow2; building it needs root)")
     s.set_defaults(func=cmd_guest)
 
     from glue.cli import add_run_arguments
@@ -149,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="state of a profile's VM: lifecycle, resume "
                        "source, memory, bridges (or its journal when no glue runs)")
-    s.add_argument("profile", nargs="?", type=Path, default=None)
+    s.add_argument("profile", nargs="?", default=None)
     s.add_argument("--state-dir", type=Path, default=None)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
@@ -160,7 +181,11 @@ def parser() -> argparse.ArgumentParser:
                         "the golden template a new session starts from")
     add_run_arguments(t)
     t.add_argument("--settle", type=float, default=60.0,
-                   help="for a guest other than the test guest: seconds to let it boot")
+                   help="for a guest with neither the test guest's agent nor a display: "
+                   "seconds to let it boot")
+    t.add_argument("--boot-timeout", type=float, default=600.0,
+                   help="for a guest with a display: seconds to wait for its desktop "
+                   "(qemu-guest-agent, its session, a settled screen)")
     t.set_defaults(func=cmd_template)
 
     from glue.ctl import add_ctl_arguments
@@ -168,6 +193,18 @@ def parser() -> argparse.ArgumentParser:
                        "(RUNDIR/host-events.sock), e.g. background, pressure level=low")
     add_ctl_arguments(s)
     s.set_defaults(func=cmd_ctl)
+
+    from glue.guest_cmds import add_exec_arguments, add_screenshot_arguments
+    s = sub.add_parser("exec", help="run a command in a running VM's guest through "
+                       "qemu-guest-agent: tabvm exec [PROFILE] -- CMD ARGS...; exits with "
+                       "its status")
+    add_exec_arguments(s)
+    s.set_defaults(func=cmd_exec)
+
+    s = sub.add_parser("screenshot", help="write a running VM's screen as PNG: "
+                       "tabvm screenshot [PROFILE] FILE.png")
+    add_screenshot_arguments(s)
+    s.set_defaults(func=cmd_screenshot)
 
     s = sub.add_parser("demo", help="build everything, boot the test guest and show the "
                        "guest's battery following the host")

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import REPO
 from generator.errors import SpecErrors
-from glue.profile_spec import (DEFAULT_PROFILE, Devices, DiskProfile, GuestProfile,
-                               Profile, SnapshotPolicy, load_profile, render_errors,
-                               trim_value)
+from glue.profile_spec import (DEFAULT_PROFILE, Devices, DiskProfile, Display, Forward,
+                               GuestProfile, Network, Profile, SnapshotPolicy, find_profile,
+                               load_profile, render_errors, trim_value)
 
 BAD = REPO / "tests" / "bad-profiles"
 CASES = sorted(BAD.glob("*.yaml"))
@@ -63,7 +63,8 @@ def test_default_profile_sets_every_field():
     import yaml
     data = yaml.safe_load(DEFAULT_PROFILE.read_text())
     assert set(data) == {"name", "guest", "memory_mib", "cpus", "accel", "disk",
-                         "devices", "snapshot", "state_dir", "qmp_tcp"}
+                         "network", "devices", "snapshot", "state_dir", "qmp_tcp"}
+    assert set(data["guest"]) == {"boot", "kernel", "initrd", "firmware", "cdrom", "agent"}
     assert set(data["devices"]) == {"battery", "touchscreen", "bluetooth", "audio",
                                     "balloon"}
     for line in DEFAULT_PROFILE.read_text().splitlines():
@@ -205,3 +206,78 @@ def test_display_name(tmp_path):
     with pytest.raises(SpecErrors) as info:
         load_profile(write(tmp_path, "name: BAD\n"), display="my.yaml")
     assert render_errors(info.value).startswith("my.yaml:1: name: ")
+
+
+def test_minimal_profile_has_the_network_on(tmp_path):
+    """Like a real computer: virtio-net on user-mode networking, no forwards."""
+    p = load_profile(write(tmp_path, "name: x\n"))
+    assert p.network == Network("virtio-net", ())
+    assert p.display is None
+    assert load_profile(write(tmp_path, "name: x\nnetwork: none\n")).network is None
+    assert load_profile(write(tmp_path, "name: x\nnetwork: {model: none}\n")).network is None
+
+
+def test_forwards(tmp_path):
+    p = load_profile(write(tmp_path, """\
+name: fwd
+network:
+  model: e1000e
+  forwards:
+    - {host: 2222, guest: 22}
+    - {proto: udp, host: 5353, guest: 53, address: "::1"}
+    - {host: 2222, guest: 22, proto: udp}
+    - {host: 8080, guest: 80, address: 0.0.0.0}
+"""))
+    assert p.network == Network("e1000e", (
+        Forward("tcp", "127.0.0.1", 2222, 22), Forward("udp", "::1", 5353, 53),
+        Forward("udp", "127.0.0.1", 2222, 22), Forward("tcp", "0.0.0.0", 8080, 80)))
+
+
+def test_desktop_profile(xdg):
+    p = load_profile(find_profile("desktop"))
+    assert p.guest == GuestProfile(kernel=None, initrd=None, boot="firmware",
+                                   firmware="bios", ovmf=None, cdrom=None, agent="qemu-ga")
+    assert p.disk == DiskProfile(base=None, format="qcow2", size_mib=0, bus="virtio",
+                                 desktop=True)
+    assert p.display == Display("virtio-gpu", 1280, 800)
+    assert p.network == Network("virtio-net", ())
+    assert (p.memory_mib, p.cpus) == (2048, 2)
+    assert p.devices.touchscreen and p.devices.battery and p.devices.audio
+
+
+def test_windows_profile_uses_inbox_devices_only(xdg):
+    """AHCI, e1000e, the standard VGA, UEFI, no virtio device, no guest agent."""
+    p = load_profile(find_profile("windows"))
+    assert (p.guest.boot, p.guest.firmware, p.guest.agent) == ("firmware", "uefi", "none")
+    assert p.guest.ovmf is not None and all(f.is_file() for f in p.guest.ovmf)
+    assert (p.disk.bus, p.disk.desktop) == ("ahci", True)
+    assert p.display == Display("vga", 1920, 1080)
+    assert p.network == Network("e1000e", ())
+    assert not p.devices.balloon and p.devices.bluetooth is None
+    assert p.devices.touchscreen and p.devices.battery and p.devices.audio
+
+
+def test_ovmf_directory(tmp_path):
+    ovmf = tmp_path / "ovmf"
+    ovmf.mkdir()
+    for name in ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"):
+        (ovmf / name).write_bytes(b"\0")
+    (tmp_path / "disk.img").write_bytes(b"")
+    p = load_profile(write(tmp_path, """\
+name: u
+guest: {boot: firmware, firmware: uefi, ovmf: ovmf, cdrom: disk.img}
+"""))
+    assert p.guest.ovmf == (ovmf / "OVMF_CODE_4M.fd", ovmf / "OVMF_VARS_4M.fd")
+    assert p.guest.cdrom == tmp_path / "disk.img" and p.disk is None
+    assert p.guest.agent == "qemu-ga"          # the default for a firmware boot
+
+
+def test_find_profile(tmp_path):
+    assert find_profile(None) == DEFAULT_PROFILE
+    assert find_profile("desktop") == REPO / "profiles" / "desktop.yaml"
+    own = write(tmp_path, "name: own\n")
+    assert find_profile(str(own)) == own
+    with pytest.raises(ValueError, match="no profile 'nope' .*desktop"):
+        find_profile("nope")
+    with pytest.raises(ValueError, match="no such file"):
+        find_profile(str(tmp_path / "missing.yaml"))
