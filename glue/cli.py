@@ -35,7 +35,7 @@ from .host_events import socket_path as socket_path_of
 from .evdev import INPUT_PROP_DIRECT, contact_frames, input_devices
 from .desktop import screendump, wait_desktop, wait_screen
 from .guest_agent import GuestAgent, GuestAgentError
-from .hardware import QGA_SOCKET
+from .hardware import QGA_SOCKET, VNC_SOCKET
 from .power import POWER_SUPPLY, HostPowerSupply, PowerSource, SimulatedCurve
 from .profile import (BT_CHARDEV_ID, POLICY_PATH, READY_MARKER, BalloonSetup, BuildOutputs,
                       ProfileError, builtin_profile, default_outputs)
@@ -237,7 +237,8 @@ def _config(args: argparse.Namespace, profile: Profile, rundir: Path, outputs: B
                                qga_socket=rundir / QGA_SOCKET if guest.agent == "qemu-ga"
                                else None,
                                uefi=uefi,
-                               cdrom=guest.cdrom, serial_agent=guest.agent == "tabvm")
+                               cdrom=guest.cdrom, serial_agent=guest.agent == "tabvm",
+                               vnc=rundir / VNC_SOCKET if profile.display else None)
 
     accel = select_accel(args.accel, probe=lambda: _probe_kvm(outputs))
     return config_for(accel)

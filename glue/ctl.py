@@ -43,6 +43,11 @@ def parse_value(text: str) -> Any:
         return int(text)
     if text in ("true", "false"):
         return text == "true"
+    if text.startswith(("[", "{")):          # a list or an object: JSON
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError(f"{text[:60]!r} is not JSON") from None
     return text
 
 

@@ -205,3 +205,52 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
         return exc.status
     print(out)
     return 0
+
+
+def add_view_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("profile", nargs="?", default=None, metavar="PROFILE",
+                   help="the profile (default: the one running VM)")
+    p.add_argument("--port", type=int, default=0,
+                   help="listen on this port of 127.0.0.1 (default: a free one)")
+    p.add_argument("--url-file", type=Path, default=None,
+                   help="also write the URL to this file (0600), for a program that "
+                   "opens it")
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    """``tabvm view [PROFILE]``: serve the viewer page until Ctrl-C or SIGTERM."""
+    import asyncio
+    import os
+    import signal
+
+    from .viewer import Viewer, ViewerError, serve_until_stopped
+
+    try:
+        if not 0 <= args.port <= 65535:
+            raise CommandError(f"--port {args.port}: a port is 0..65535", EXIT_NO_VM)
+        name, rundir = vm_rundir(args.profile)
+        viewer = Viewer(rundir, port=args.port)
+    except (CommandError, ViewerError) as exc:
+        print(f"tabvm: error: {exc}", file=sys.stderr)
+        return getattr(exc, "status", EXIT_FAILED)
+
+    def ready(v: Viewer) -> None:
+        if args.url_file is not None:
+            fd = os.open(args.url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(v.url + "\n")
+        print(f"tabvm: viewer of {name}: {v.url}", flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_until_stopped(viewer, ready, stop)
+
+    try:
+        asyncio.run(main())
+    except (ViewerError, OSError) as exc:
+        print(f"tabvm: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0

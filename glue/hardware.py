@@ -39,6 +39,7 @@ from .profile_spec import Display, Forward, Network
 QGA_CHARDEV_ID = "qga"
 QGA_PORT_NAME = "org.qemu.guest_agent.0"
 QGA_SOCKET = "qga.sock"
+VNC_SOCKET = "vnc.sock"      # QEMU's VNC server: the screen for viewers (tabvm view)
 VIDEO_ID = "video0"
 NETDEV_ID = "net0"
 NIC_ID = "nic0"

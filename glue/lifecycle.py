@@ -42,6 +42,8 @@ from .journal import Checkpoint, JournalError, Record, boot_id, fsync_dir
 from .log import log_line
 from .profile_spec import SnapshotPolicy, trim_value
 from .qemu import Qemu, QemuError, VmConfig
+from .rfb import RfbError, set_desktop_size
+from .screen_input import TOUCH_DEVICE_ID, ScreenInput
 from .hardware import QGA_CHARDEV_ID, QGA_SOCKET, disk_device, uefi_args
 from .session import (DISK_NODE, UEFI_VARS_NAME, DiskCheck, QemuImg, Session, SessionError,
                       allocated, config_key, copy_file, disk_blockdev, fsync_file,
@@ -112,6 +114,11 @@ class Lifecycle:
         self.balloon: Any = None          # a glue.balloon.BalloonBridge, if any
         self.agent = "tabvm"              # the guest's agent: tabvm | qemu-ga | none
         self._shots = 0
+        # the viewer's fingers and mouse (``touch``/``pointer`` host events), sent
+        # straight to the running QEMU (not through the lifecycle thread: a
+        # touch must not wait behind a suspend's disk work; Qemu.cmd serialises)
+        self.screen_input = ScreenInput(self._send_input)
+        self.display_size: tuple[int, int] | None = None    # the host's, from ``display``
         self._bg_since: float | None = None
         self._queue: queue.Queue = queue.Queue()
         self._done = threading.Event()
@@ -149,6 +156,11 @@ class Lifecycle:
             time.sleep(seconds)
 
     def _set_state(self, state: str) -> None:
+        if state == "booting":
+            self.screen_input.reset()
+        if state == "running" and self.display_size is not None and self.vnc_socket:
+            # the host's display changed while no QEMU ran: tell the new one
+            threading.Thread(target=self._apply_display, name="display", daemon=True).start()
         self.state = state
         for listener in self.listeners:
             listener(state)
@@ -512,6 +524,54 @@ class Lifecycle:
         server.register("status", lambda ev: self.status())
         server.register("screenshot", handler(lambda ev: self.screenshot()))
         server.register("guest-agent", handler(lambda ev: self.agent_status()))
+        if self.has_touchscreen:
+            self.screen_input.register(server)
+        if self.vnc_socket is not None:
+            server.register("display", lambda ev: self.on_display(ev["width"], ev["height"]),
+                            fields={"width": int, "height": int})
+
+    @property
+    def has_touchscreen(self) -> bool:
+        return any(d.split(",", 1)[0] == "tabvm-touchscreen" and f"id={TOUCH_DEVICE_ID}" in
+                   d.split(",") for d in self.base.devices)
+
+    @property
+    def vnc_socket(self) -> Path | None:
+        return self.base.vnc
+
+    def _send_input(self, events: list[dict]) -> None:
+        vm = self.vm
+        if vm is None or self.state != "running":
+            raise LifecycleError(f"the VM is {self.state}: no input now")
+        # no ``device``: that names a display console; QEMU routes multitouch
+        # (and absolute pointer) events to the touchscreen, their only handler
+        vm.cmd("input-send-event", events=events)
+
+    def _apply_display(self) -> None:
+        try:
+            if self.display_size is not None:
+                self.on_display(*self.display_size)
+        except (LifecycleError, ValueError) as exc:
+            self._log("display", error=repr(str(exc)))
+
+    def on_display(self, width: int, height: int) -> dict[str, Any]:
+        """The host's display is now ``width`` x ``height`` (the tablet rotated, the
+        app resized): the guest's screen follows where its display device takes a
+        size from the UI (a virtio GPU: new preferred mode + hotplug, the guest
+        switches); other adapters keep their size and the viewer letterboxes."""
+        if not (1 <= width <= 16384 and 1 <= height <= 16384):
+            raise ValueError(f"display: a size is 1..16384 per side, not {width}x{height}")
+        self.display_size = (width, height)
+        if self.vm is None or self.state != "running" or self.vnc_socket is None:
+            return {"asked": [width, height], "answer": f"kept: the VM is {self.state}, "
+                    "the guest is told when it runs", "follows": None}
+        try:
+            result = set_desktop_size(self.vnc_socket, width, height)
+        except RfbError as exc:
+            raise LifecycleError(f"display: {exc}") from None
+        self._log("display", width=width, height=height, answer=repr(result.text))
+        return {"asked": [width, height], "answer": result.text,
+                "follows": result.forwarded, "screen": [result.width, result.height]}
 
     def screenshot(self) -> dict[str, Any]:
         """The guest's screen now, as a PNG in the runtime directory (QMP screendump)."""

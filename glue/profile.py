@@ -81,7 +81,8 @@ def builtin_profile(outputs: BuildOutputs, kernel: Path | None, initrd: Path | N
                     cpus: int = 1, qmp_tcp: tuple[str, int] | None = None,
                     display: Display | None = None, network: Network | None = None,
                     qga_socket: Path | None = None, uefi: tuple[Path, Path] | None = None,
-                    cdrom: Path | None = None, serial_agent: bool = True) -> VmConfig:
+                    cdrom: Path | None = None, serial_agent: bool = True,
+                    vnc: Path | None = None) -> VmConfig:
     """The test guest (``kernel``/``initrd``; None = the firmware boots the disk or
     the CD-ROM) with the battery, (``touch``) the touchscreen and, given its
     ``-chardev`` options (``bt_chardev``, with ``id=bt``), the Bluetooth controller
@@ -94,7 +95,8 @@ def builtin_profile(outputs: BuildOutputs, kernel: Path | None, initrd: Path | N
     The PC around them (glue.hardware): ``display`` adapter, ``network``,
     qemu-guest-agent behind ``qga_socket``, ``uefi`` (OVMF code, variable-store
     template; None = SeaBIOS), an ISO on a ``cdrom``; ``serial_agent``: the test
-    guest's agent on the second serial port."""
+    guest's agent on the second serial port; ``vnc``: QEMU's VNC server on this
+    unix socket (the screen for ``tabvm view``)."""
     outputs.check()
     usb = (XHCI,) if touch or bt_chardev else ()
     return VmConfig(
@@ -118,7 +120,7 @@ def builtin_profile(outputs: BuildOutputs, kernel: Path | None, initrd: Path | N
         extra=(("-audiodev", audiodev) if audiodev else ()) + (
             ("-qmp", f"tcp:{_host(qmp_tcp[0])}:{qmp_tcp[1]},server=on,wait=off")
             if qmp_tcp else ()) + network_args(network),
-        env=env, uefi=uefi, serial_agent=serial_agent,
+        env=env, uefi=uefi, serial_agent=serial_agent, vnc=vnc,
         # a firmware-booted OS reboots like a computer; the test guest's
         # panic=-1 reboot ends QEMU
         no_reboot=kernel is not None,

@@ -46,6 +46,10 @@ class VmConfig:
     uefi: tuple[Path, Path] | None = None
     serial_agent: bool = True        # the test guest's agent on the second serial port
     no_reboot: bool = True           # a guest reboot ends QEMU (the test guest's panic=-1)
+    #: QEMU's VNC server on this unix socket (the guest's screen for viewers;
+    #: None: no VNC); ``vnc_options`` are added to its -vnc argument
+    vnc: Path | None = None
+    vnc_options: str = ""
 
 
 PR_SET_PDEATHSIG = 1
@@ -104,6 +108,10 @@ class Qemu:
             cmd += ["-chardev", f"socket,id=agent,path={self.agent_socket},server=on,wait=off",
                     "-serial", "chardev:agent"]
         cmd += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
+        if c.vnc is not None:
+            # every client shares the screen (a viewer, the glue's display
+            # resize, a second viewer); nobody can take it exclusively
+            cmd += ["-vnc", f"unix:{c.vnc},share=force-shared{c.vnc_options}"]
         if c.no_reboot:
             cmd.append("-no-reboot")
         for table in c.acpi_tables:

@@ -121,6 +121,11 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
     return shot(args)
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from glue.guest_cmds import cmd_view as view
+    return view(args)
+
+
 def cmd_ctl(args: argparse.Namespace) -> int:
     from glue.ctl import cmd_ctl as ctl
     return ctl(args)
@@ -205,6 +210,13 @@ def parser() -> argparse.ArgumentParser:
                        "tabvm screenshot [PROFILE] FILE.png")
     add_screenshot_arguments(s)
     s.set_defaults(func=cmd_screenshot)
+
+    from glue.guest_cmds import add_view_arguments
+    s = sub.add_parser("view", help="show a running VM's screen in a browser, with "
+                       "multitouch: tabvm view [PROFILE] prints the page's URL "
+                       "(127.0.0.1, a per-run token)")
+    add_view_arguments(s)
+    s.set_defaults(func=cmd_view)
 
     s = sub.add_parser("demo", help="build everything, boot the test guest and show the "
                        "guest's battery following the host")

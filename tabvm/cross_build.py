@@ -345,7 +345,10 @@ def make_bundle(target: Target, build: Path, native_out: Path, out: Path,
         shutil.copy2(build / name, out / name)
         subprocess.run([*target.tool("strip"), str(out / name)], check=True)
     for fw in sorted((native_out / "firmware").iterdir()):
-        shutil.copy2(fw, out / "firmware" / fw.name)
+        if fw.is_dir():                 # keymaps/
+            shutil.copytree(fw, out / "firmware" / fw.name)
+        else:
+            shutil.copy2(fw, out / "firmware" / fw.name)
     for aml in sorted(native_out.glob("*.aml")):
         shutil.copy2(aml, out / aml.name)
     suite, deps = load_deps()

@@ -82,6 +82,9 @@ PACKAGES: tuple[str, ...] = (
     # tablet devices: input, battery, Bluetooth, audio
     "libinput-tools", "upower", "bluez", "pipewire", "pipewire-pulse", "wireplumber",
     "pipewire-alsa", "alsa-utils", "pulseaudio-utils",
+    # a touch-drawing client (draws where the fingers are, over the whole screen:
+    # the viewer's tests see strokes in screenshots)
+    "gromit-mpx",
     # tools tests use
     "curl", "python3",
 )

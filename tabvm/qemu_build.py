@@ -162,7 +162,13 @@ def install_outputs(build: Path, out: Path) -> None:
                      (roms / "pvh.bin", firmware / "pvh.bin"),
                      # q35 loads it on every start (the TPR patching of KVM guests;
                      # without it QEMU warns "rom: file kvmvapic.bin")
-                     (roms / "kvmvapic.bin", firmware / "kvmvapic.bin")):
+                     (roms / "kvmvapic.bin", firmware / "kvmvapic.bin"),
+                     # the VNC server loads a keymap at start (its fallback for
+                     # clients without QEMU's extended key events); QEMU's own
+                     # file from its source tree, found on -L as keymaps/en-us
+                     (build.parent / "src/pc-bios/keymaps/en-us",
+                      firmware / "keymaps" / "en-us")):
+        dst.parent.mkdir(parents=True, exist_ok=True)
         if not dst.exists() or dst.read_bytes() != src.read_bytes():
             tmp = dst.with_name(f".{dst.name}.tmp")
             shutil.copy2(src, tmp)

@@ -7,6 +7,7 @@ python3, libinput) does the rest."""
 from __future__ import annotations
 
 import http.server
+import json
 import secrets
 import stat
 import threading
@@ -305,6 +306,16 @@ class TestWindowsDeviceSet:
 
     def test_network(self, vm):
         check_network(vm, vm.forward_port)
+
+    def test_the_standard_vga_keeps_its_size_when_the_host_display_changes(self, vm):
+        """The `display` host event: QEMU's standard VGA takes no size from the
+        UI, so the guest keeps its screen (a viewer letterboxes it)."""
+        p = tabvm("ctl", str(vm.glue.rundir), "display", "width=1080", "height=1920")
+        assert p.returncode == 0, p
+        reply = json.loads(p.stdout)
+        assert reply["follows"] is False and reply["answer"] == "invalid screen layout", reply
+        time.sleep(3)
+        assert vm.screenshot(vm.tmp / "vga-kept.png").size == (1920, 1080)
 
 
 # -- tabvm exec's errors -------------------------------------------------------
