@@ -839,7 +839,8 @@ def desktop_demo(builddir: Path | None) -> int:
 
     rc = run(args, show=show)
     st = _journal_state(profile)
-    print(f"desktop: {st} (the next demo resumes it; `tabvm run desktop` runs it)", flush=True)
+    print(f"desktop: {st} (the next demo resumes it; `tabvm run desktop` runs it, and "
+          "`tabvm view desktop` then shows it in a browser, touchable)", flush=True)
     return rc
 
 
