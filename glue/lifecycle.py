@@ -44,6 +44,7 @@ from .profile_spec import SnapshotPolicy, trim_value
 from .qemu import Qemu, QemuError, VmConfig
 from .rfb import RfbError, set_desktop_size
 from .screen_input import TOUCH_DEVICE_ID, ScreenInput
+from .guest_agent import GuestAgent, GuestAgentError
 from .hardware import QGA_CHARDEV_ID, QGA_SOCKET, disk_device, uefi_args
 from .session import (DISK_NODE, UEFI_VARS_NAME, DiskCheck, QemuImg, Session, SessionError,
                       allocated, config_key, copy_file, disk_blockdev, fsync_file,
@@ -255,6 +256,10 @@ class Lifecycle:
         self._set_state("running")
         self.log("running", source=plan.source, epoch=self.epoch,
                  ms=f"{self.timings[timing]:.0f}", foreground=self.foreground)
+        if plan.source != "cold" and self.agent == "qemu-ga":
+            # the guest's clock stood still while it was suspended: set it
+            threading.Thread(target=self._sync_clock, args=(self.epoch,),
+                             name="guest-clock", daemon=True).start()
 
     def _resume(self, plan: Plan, record: Record) -> None:
         s = self.session
@@ -546,6 +551,27 @@ class Lifecycle:
         # no ``device``: that names a display console; QEMU routes multitouch
         # (and absolute pointer) events to the touchscreen, their only handler
         vm.cmd("input-send-event", events=events)
+
+    def _sync_clock(self, epoch: int, timeout: float = 120.0) -> None:
+        """Set the resumed guest's wall clock to the host's through
+        qemu-guest-agent (``guest-set-time``: the system clock, then the RTC).
+        A guest's clock does not move while its VM is suspended, so after a
+        resume it is behind by the time the VM spent suspended (or, from the
+        template, since the template was taken). Logs the offset it corrected."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline and self.epoch == epoch and self.state == "running":
+            try:
+                with GuestAgent(self.rundir / QGA_SOCKET, timeout=10) as agent:
+                    before = agent.cmd("guest-get-time")
+                    now = time.time_ns()
+                    agent.cmd("guest-set-time", time=now)
+                self.log("guest-clock", corrected_s=f"{(now - before) / 1e9:.3f}")
+                return
+            except GuestAgentError as exc:
+                last = str(exc)
+                time.sleep(1)
+        self.log("guest-clock", error=repr(last or "the VM stopped running"))
 
     def _apply_display(self) -> None:
         try:

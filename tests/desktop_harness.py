@@ -63,9 +63,11 @@ def desktop_profile(directory: Path, name: str, base: dict[str, Any] | None = No
 class Desktop:
     """A desktop VM run by a glue process, and what a test does with it."""
 
-    def __init__(self, profile: Path, name: str, builddir: Path, state_dir: Path):
+    def __init__(self, profile: Path, name: str, builddir: Path, state_dir: Path,
+                 extra_args: tuple[str, ...] = (), interval: float = 5):
         self.name = name
-        self.glue = Glue(profile, name, builddir, state_dir)
+        self.glue = Glue(profile, name, builddir, state_dir, extra_args=extra_args,
+                         interval=interval)
 
     # -- the guest through qemu-guest-agent --
     def exec(self, *cmd: str, timeout: float = 120, wait: float = 0,

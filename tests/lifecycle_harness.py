@@ -48,7 +48,8 @@ def write_profile(directory: Path, name: str, devices: str | None = None,
 
 class Glue:
     def __init__(self, profile: Path, name: str, builddir: Path, state_dir: Path,
-                 stall: str | None = None, stall_seconds: float = 60):
+                 stall: str | None = None, stall_seconds: float = 60,
+                 extra_args: tuple[str, ...] = (), interval: float = 5):
         self.profile, self.name, self.state_dir = profile, name, state_dir
         self.rundir = runtime_base() / name
         self.log = state_dir.parent / f"glue-{time.monotonic_ns()}.log"
@@ -58,7 +59,8 @@ class Glue:
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tabvm.cli", "run", str(profile), "--builddir",
-                 str(builddir), "--interval", "5"], stdout=log, stderr=subprocess.STDOUT,
+                 str(builddir), "--interval", str(interval), *extra_args], stdout=log,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
     def text(self) -> str:

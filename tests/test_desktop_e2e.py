@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import secrets
 import stat
 import threading
@@ -104,6 +105,17 @@ def check_network(vm: Desktop, host_port_to_guest: int) -> None:
     vm.exec("pkill", "-f", "http.server")
 
 
+def guest_clock_offset(vm: Desktop) -> float:
+    """The guest's wall clock minus the host's, in seconds (0 when the guest's
+    reading falls within the time the query took)."""
+    t0 = time.time()
+    guest = float(vm.sh("date +%s.%N"))
+    t1 = time.time()
+    if t0 <= guest <= t1:
+        return 0.0
+    return guest - t1 if guest > t1 else guest - t0
+
+
 # -- BIOS, virtio disk, virtio-gpu, virtio-net -----------------------------------
 
 @pytest.fixture(scope="class")
@@ -193,6 +205,23 @@ class TestBios:
         assert "KEY_A (30) pressed" in out and "KEY_A (30) released" in out, out
         kbd = vm.sh("libinput list-devices | grep -B1 -A3 'AT Translated Set 2 keyboard'")
         assert "keyboard" in kbd
+
+    def test_the_guest_clock_is_right_after_a_resume(self, vm):
+        """A resume 10 minutes after the suspend, simulated: the guest's clock is
+        put 600 s behind the host's before the suspend (a suspended guest's
+        clock stands still, so that is what a 10-minute gap leaves). After the
+        resume the glue sets it through qemu-guest-agent, unasked."""
+        vm.sh("date -s @$(( $(date +%s) - 600 )) >/dev/null")
+        assert abs(guest_clock_offset(vm)) > 590
+        assert vm.glue.event("suspend")["ok"]
+        reply = vm.glue.event("resume")
+        assert reply["ok"] and reply["source"] == "checkpoint", reply
+        deadline = time.monotonic() + 30
+        while abs(offset := guest_clock_offset(vm)) > 1.0:
+            assert time.monotonic() < deadline, f"the guest's clock is {offset:.1f} s off"
+            time.sleep(1)
+        assert re.search(r"guest-clock corrected_s=(59\d|60\d)\.", vm.glue.text()), \
+            vm.glue.text()[-2000:]
 
     def test_screenshot_errors(self, vm, tmp_path):
         p = tabvm("screenshot", vm.name, str(tmp_path / "shot.jpg"))

@@ -15,6 +15,12 @@
  * GPE0 bit 7, whose _E07 method notifies the battery (BATT)
  * and the AC adapter (AC__).
  *
+ * Every change is notified a second time, RENOTIFY_MS later:
+ * Linux's ACPI battery driver keeps _BST for a second after reading it
+ * (battery.cache_time), so a change notified within that second is read
+ * stale, and the guest's power stack (upower) would not hear of it again
+ * until it polls.
+ *
  * Battery values are physical state, not guest state: a guest reset
  * clears only the pending events.
  */
@@ -24,6 +30,7 @@
 #include "qapi/visitor.h"
 #include "qemu/log.h"
 #include "qemu/module.h"
+#include "qemu/timer.h"
 #include "qom/object.h"
 #include "hw/isa/isa.h"
 #include "hw/acpi/acpi_dev_interface.h"
@@ -40,6 +47,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(TabvmTabletPowerState, TABVM_TABLET_POWER)
 #define TABVM_TABLET_POWER_GPE_STATUS \
     ((AcpiEventStatusBits)(1u << TABVM_TABLET_POWER_GPE_BIT))
 #define TABVM_TABLET_POWER_MAGIC 0x54414254
+/* More than Linux's ACPI battery cache_time (1000 ms) */
+#define TABVM_TABLET_POWER_RENOTIFY_MS 1100
 
 enum {
     /* bits 0-2: _BST state, bit 8: battery present, bit 9: AC online */
@@ -119,6 +128,8 @@ struct TabvmTabletPowerState {
 
     TabvmTabletPowerValues v;
     uint32_t events;    /* pending EVENTS bits, cleared by a guest read */
+    QEMUTimer *renotify;        /* raises renotify_events again */
+    uint32_t renotify_events;
 };
 
 static bool tabvm_tablet_power_values_valid(const TabvmTabletPowerValues *v,
@@ -254,7 +265,20 @@ static void tabvm_tablet_power_commit(TabvmTabletPowerState *s,
     trace_tabvm_tablet_power_event(events, s->events);
     if (DEVICE(s)->realized) {
         acpi_send_event(DEVICE(s->acpi), TABVM_TABLET_POWER_GPE_STATUS);
+        s->renotify_events |= events;
+        timer_mod(s->renotify, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
+                  TABVM_TABLET_POWER_RENOTIFY_MS);
     }
+}
+
+static void tabvm_tablet_power_renotify(void *opaque)
+{
+    TabvmTabletPowerState *s = opaque;
+
+    s->events |= s->renotify_events;
+    trace_tabvm_tablet_power_renotify(s->renotify_events, s->events);
+    s->renotify_events = 0;
+    acpi_send_event(DEVICE(s->acpi), TABVM_TABLET_POWER_GPE_STATUS);
 }
 
 /* A bool or uint32 member of the values, with the events a change raises. */
@@ -418,6 +442,15 @@ static void tabvm_tablet_power_realize(DeviceState *dev, Error **errp)
     memory_region_init_io(&s->io, OBJECT(s), &tabvm_tablet_power_ops, s,
                           TYPE_TABVM_TABLET_POWER, TABVM_TABLET_POWER_IO_SIZE);
     isa_register_ioport(ISA_DEVICE(dev), &s->io, TABVM_TABLET_POWER_IO_BASE);
+    s->renotify = timer_new_ms(QEMU_CLOCK_VIRTUAL,
+                               tabvm_tablet_power_renotify, s);
+}
+
+static void tabvm_tablet_power_unrealize(DeviceState *dev)
+{
+    TabvmTabletPowerState *s = TABVM_TABLET_POWER(dev);
+
+    timer_free(s->renotify);
 }
 
 static void tabvm_tablet_power_init(Object *obj)
@@ -441,7 +474,11 @@ static void tabvm_tablet_power_init(Object *obj)
 
 static void tabvm_tablet_power_reset_hold(Object *obj, ResetType type)
 {
-    TABVM_TABLET_POWER(obj)->events = 0;
+    TabvmTabletPowerState *s = TABVM_TABLET_POWER(obj);
+
+    s->events = 0;
+    s->renotify_events = 0;
+    timer_del(s->renotify);
 }
 
 static int tabvm_tablet_power_post_load(void *opaque, int version_id)
@@ -450,6 +487,25 @@ static int tabvm_tablet_power_post_load(void *opaque, int version_id)
 
     return tabvm_tablet_power_values_valid(&s->v, NULL) ? 0 : -EINVAL;
 }
+
+static bool tabvm_tablet_power_renotify_needed(void *opaque)
+{
+    TabvmTabletPowerState *s = opaque;
+
+    return timer_pending(s->renotify);
+}
+
+static const VMStateDescription vmstate_tabvm_tablet_power_renotify = {
+    .name = TYPE_TABVM_TABLET_POWER "/renotify",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .needed = tabvm_tablet_power_renotify_needed,
+    .fields = (const VMStateField[]) {
+        VMSTATE_TIMER_PTR(renotify, TabvmTabletPowerState),
+        VMSTATE_UINT32(renotify_events, TabvmTabletPowerState),
+        VMSTATE_END_OF_LIST()
+    },
+};
 
 static const VMStateDescription vmstate_tabvm_tablet_power = {
     .name = TYPE_TABVM_TABLET_POWER,
@@ -470,6 +526,10 @@ static const VMStateDescription vmstate_tabvm_tablet_power = {
         VMSTATE_UINT32(events, TabvmTabletPowerState),
         VMSTATE_END_OF_LIST()
     },
+    .subsections = (const VMStateDescription * const []) {
+        &vmstate_tabvm_tablet_power_renotify,
+        NULL
+    },
 };
 
 static void tabvm_tablet_power_class_init(ObjectClass *klass, void *data)
@@ -482,6 +542,7 @@ static void tabvm_tablet_power_class_init(ObjectClass *klass, void *data)
     dc->desc = "Second variant - mAh battery on GPE 7 with an SMBus "
         "controller under an EC";
     dc->realize = tabvm_tablet_power_realize;
+    dc->unrealize = tabvm_tablet_power_unrealize;
     dc->vmsd = &vmstate_tabvm_tablet_power;
     dc->hotpluggable = false;
     rc->phases.hold = tabvm_tablet_power_reset_hold;
