@@ -15,11 +15,12 @@
  * GPE0 bit 0, whose _E00 method notifies the battery (BAT0)
  * and the AC adapter (ADP0).
  *
- * Every change is notified a second time, RENOTIFY_MS later:
  * Linux's ACPI battery driver keeps _BST for a second after reading it
- * (battery.cache_time), so a change notified within that second is read
- * stale, and the guest's power stack (upower) would not hear of it again
- * until it polls.
+ * (battery.cache_time): a change notified within that second is answered
+ * from its cache, and the guest's power stack (upower) would not hear of it
+ * again until it polls. So a change that comes less than GUEST_CACHE_MS
+ * after the guest last read _BST is notified once more, RENOTIFY_MS after
+ * that read.
  *
  * Battery values are physical state, not guest state: a guest reset
  * clears only the pending events.
@@ -47,7 +48,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(TabvmBatteryState, TABVM_BATTERY)
 #define TABVM_BATTERY_GPE_STATUS \
     ((AcpiEventStatusBits)(1u << TABVM_BATTERY_GPE_BIT))
 #define TABVM_BATTERY_MAGIC 0x54414254
-/* More than Linux's ACPI battery cache_time (1000 ms) */
+/* Linux's ACPI battery cache_time, and a notification safely after it */
+#define TABVM_BATTERY_GUEST_CACHE_MS 1000
 #define TABVM_BATTERY_RENOTIFY_MS 1100
 
 enum {
@@ -130,6 +132,7 @@ struct TabvmBatteryState {
     uint32_t events;    /* pending EVENTS bits, cleared by a guest read */
     QEMUTimer *renotify;        /* raises renotify_events again */
     uint32_t renotify_events;
+    int64_t bst_read_ms;        /* the guest's last _BST read (virtual clock) */
 };
 
 static bool tabvm_battery_values_valid(const TabvmBatteryValues *v,
@@ -194,8 +197,9 @@ static uint64_t tabvm_battery_read(void *opaque, hwaddr addr,
     case TABVM_BATTERY_REG_STATUS:
         val = tabvm_battery_status(s);
         break;
-    case TABVM_BATTERY_REG_REMAINING:
+    case TABVM_BATTERY_REG_REMAINING:       /* every _BST reads it */
         val = s->v.remaining;
+        s->bst_read_ms = qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL);
         break;
     case TABVM_BATTERY_REG_FULL:
         val = s->v.full;
@@ -265,9 +269,12 @@ static void tabvm_battery_commit(TabvmBatteryState *s,
     trace_tabvm_battery_event(events, s->events);
     if (DEVICE(s)->realized) {
         acpi_send_event(DEVICE(s->acpi), TABVM_BATTERY_GPE_STATUS);
-        s->renotify_events |= events;
-        timer_mod(s->renotify, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
-                  TABVM_BATTERY_RENOTIFY_MS);
+        if (qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) - s->bst_read_ms <
+            TABVM_BATTERY_GUEST_CACHE_MS) {
+            s->renotify_events |= events;
+            timer_mod(s->renotify,
+                      s->bst_read_ms + TABVM_BATTERY_RENOTIFY_MS);
+        }
     }
 }
 
@@ -470,6 +477,7 @@ static void tabvm_battery_init(Object *obj)
         .voltage = 7600,
         .cycles = 0,
     };
+    s->bst_read_ms = INT64_MIN / 2;     /* never */
 }
 
 static void tabvm_battery_reset_hold(Object *obj, ResetType type)
@@ -478,6 +486,7 @@ static void tabvm_battery_reset_hold(Object *obj, ResetType type)
 
     s->events = 0;
     s->renotify_events = 0;
+    s->bst_read_ms = INT64_MIN / 2;
     timer_del(s->renotify);
 }
 
@@ -492,7 +501,9 @@ static bool tabvm_battery_renotify_needed(void *opaque)
 {
     TabvmBatteryState *s = opaque;
 
-    return timer_pending(s->renotify);
+    return timer_pending(s->renotify) ||
+           qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) - s->bst_read_ms <
+           TABVM_BATTERY_GUEST_CACHE_MS;
 }
 
 static const VMStateDescription vmstate_tabvm_battery_renotify = {
@@ -503,6 +514,7 @@ static const VMStateDescription vmstate_tabvm_battery_renotify = {
     .fields = (const VMStateField[]) {
         VMSTATE_TIMER_PTR(renotify, TabvmBatteryState),
         VMSTATE_UINT32(renotify_events, TabvmBatteryState),
+        VMSTATE_INT64(bst_read_ms, TabvmBatteryState),
         VMSTATE_END_OF_LIST()
     },
 };
