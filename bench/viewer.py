@@ -192,8 +192,8 @@ def open_page(b: Browser, page: Page, size: tuple[int, int]) -> dict:
                 "return {x: r.left, y: r.top, w: r.width, h: r.height};")
 
 
-def touch_to_photon(b: Browser, root: Path, page: Page, size: tuple[int, int], count: int,
-                    viewport: tuple[int, int]) -> list[float]:
+def touch_to_photon(b: Browser, root: Path, page: Page, size: tuple[int, int], count: int
+                    ) -> list[float]:
     pic = open_page(b, page, size)
     scale = pic["w"] / size[0]
     places = [(size[0] * (i + 0.5) / 20 - 40, size[1] * (j + 0.3) / 11)
@@ -321,8 +321,7 @@ def main() -> int:
         pages = [Page("tabvm", viewer.url, "touchscreen"),
                  Page("stock", f"{stock}/vnc_lite.html?host=127.0.0.1&port={ws_port}&scale=true&path=",
                       "usb-tablet")]
-        viewport = (1280, 720)
-        b = Browser(*viewport, init_script=PROBE)
+        b = Browser(1280, 720, init_script=PROBE)
         results: dict = {"size": list(size), "touches": {}, "frames": {}}
         half = max(1, args.touches // 2)
         for rnd in range(2):            # alternate the pages: noise hits both alike
@@ -330,7 +329,7 @@ def main() -> int:
                 print(f"touch-to-photon: {page.name} ({page.pointer}), {half} touches...",
                       flush=True)
                 results["touches"].setdefault(page.name, []).extend(
-                    touch_to_photon(b, root, page, size, half, viewport))
+                    touch_to_photon(b, root, page, size, half))
         for page in pages:
             print(f"frame delivery: {page.name}, screen change latency...", flush=True)
             results["frames"][page.name] = {

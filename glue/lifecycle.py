@@ -43,7 +43,7 @@ from .log import log_line
 from .profile_spec import SnapshotPolicy, trim_value
 from .qemu import Qemu, QemuError, VmConfig
 from .rfb import RfbError, set_desktop_size
-from .screen_input import TOUCH_DEVICE_ID, ScreenInput
+from .screen_input import ScreenInput
 from .guest_agent import GuestAgent, GuestAgentError
 from .hardware import QGA_CHARDEV_ID, QGA_SOCKET, disk_device, uefi_args
 from .session import (DISK_NODE, UEFI_VARS_NAME, DiskCheck, QemuImg, Session, SessionError,
@@ -537,8 +537,7 @@ class Lifecycle:
 
     @property
     def has_touchscreen(self) -> bool:
-        return any(d.split(",", 1)[0] == "tabvm-touchscreen" and f"id={TOUCH_DEVICE_ID}" in
-                   d.split(",") for d in self.base.devices)
+        return any(d.split(",", 1)[0] == "tabvm-touchscreen" for d in self.base.devices)
 
     @property
     def vnc_socket(self) -> Path | None:

@@ -36,7 +36,6 @@ __all__ = ["ABS_MAX", "MAX_CONTACTS", "ContactTracker", "PointerState", "screen_
 
 ABS_MAX = 0x7FFF          # QEMU's INPUT_EVENT_ABS_MAX
 MAX_CONTACTS = 10         # QEMU's INPUT_EVENT_SLOTS_MAX
-TOUCH_DEVICE_ID = "touch"
 _BUTTONS = ((1, "left"), (2, "right"), (4, "middle"))
 
 

@@ -191,8 +191,6 @@ class Viewer:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     refused: dict[str, int] = field(default_factory=dict)
     bad_messages: int = 0
-    viewers: int = 0
-    relayed: list[int] = field(default_factory=lambda: [0, 0])   # bytes up, down
 
     def __post_init__(self) -> None:
         self.vnc_socket = self.rundir / "vnc.sock"
@@ -231,12 +229,16 @@ class Viewer:
             return "other uid"
         return None
 
+    def _relative(self, path: str) -> str:
+        """An admitted request's path below ``/TOKEN/``, without its query."""
+        return path.split("?", 1)[0][len(self.token) + 2:]
+
     def process_request(self, connection: ServerConnection, request: Request
                         ) -> Response | None:
         why = self._admit(connection, request)
         if why is not None:
             return self._refuse(connection, why)
-        rel = request.path.split("?", 1)[0][len(self.token) + 2:]
+        rel = self._relative(request.path)
         if rel in ("vnc", "input"):
             if request.headers.get("Origin") is None:
                 return self._refuse(connection, "other origin")
@@ -268,15 +270,10 @@ class Viewer:
 
     # -- the two WebSockets --
     async def _handler(self, ws: ServerConnection) -> None:
-        rel = ws.request.path.split("?", 1)[0][len(self.token) + 2:]
-        self.viewers += 1
-        try:
-            if rel == "vnc":
-                await self._relay_vnc(ws)
-            else:
-                await self._input(ws)
-        finally:
-            self.viewers -= 1
+        if self._relative(ws.request.path) == "vnc":
+            await self._relay_vnc(ws)
+        else:
+            await self._input(ws)
 
     async def _relay_vnc(self, ws: ServerConnection) -> None:
         """noVNC <-> QEMU's VNC socket, byte for byte, until either side closes."""
@@ -292,12 +289,10 @@ class Viewer:
                     self.bad_messages += 1
                     break
                 writer.write(message)
-                self.relayed[0] += len(message)
                 await writer.drain()
 
         async def down() -> None:
             while data := await reader.read(1 << 16):
-                self.relayed[1] += len(data)
                 await ws.send(data)
 
         tasks = [asyncio.create_task(up()), asyncio.create_task(down())]

@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,44 @@ class Desktop:
         m = re.search(r"^(\S+) connected", text, re.M)
         assert m, text
         return m.group(1)
+
+
+class InGuest:
+    """A command run in the guest (`tabvm exec`) on a thread while the test
+    acts: e.g. a libinput listener. ``settle`` seconds are given to it to
+    start; ``output()`` waits for it and returns its stdout."""
+
+    def __init__(self, vm: Desktop, *cmd: str, timeout: float = 120, settle: float = 4.0):
+        self.result: list[subprocess.CompletedProcess] = []
+        self.thread = threading.Thread(
+            target=lambda: self.result.append(vm.exec(*cmd, timeout=timeout)))
+        self.thread.start()
+        time.sleep(settle)
+
+    def output(self, timeout: float = 120) -> str:
+        self.thread.join(timeout)
+        assert self.result, "the guest command did not finish"
+        return self.result[0].stdout.decode()
+
+
+#: A touch-down as `libinput debug-events` prints it: seat slot, x/y in percent
+TOUCH_DOWN = re.compile(r"TOUCH_DOWN\s+\+[\d.]+s\s+(\d+)\s+\(\d+\)\s+([\d.]+)/([\d.]+)")
+
+
+def touch_downs(text: str) -> list[tuple[int, float, float]]:
+    """The touch-downs in ``libinput debug-events`` output: (slot, x %, y %)."""
+    return [(int(s), float(x), float(y)) for s, x, y in TOUCH_DOWN.findall(text)]
+
+
+def touchscreen(vm: Desktop) -> tuple[str, str]:
+    """The touchscreen's /dev/input/eventN and its `libinput list-devices` block."""
+    text = vm.sh("libinput list-devices")
+    for block in text.split("\n\n"):
+        if re.search(r"^Capabilities:.*\btouch\b", block, re.M):
+            m = re.search(r"^Kernel:\s+(\S+)", block, re.M)
+            assert m, block
+            return m.group(1), block
+    raise AssertionError(f"no touch device in libinput list-devices:\n{text}")
 
 
 def window_geometry(xwininfo: str) -> dict[str, int]:

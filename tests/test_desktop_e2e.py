@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from desktop_harness import (Desktop, assert_window_shown, desktop_profile, free_port,
-                             tabvm)
+from desktop_harness import (Desktop, InGuest, assert_window_shown, desktop_profile,
+                             free_port, tabvm)
 from lifecycle_harness import Glue, write_profile
 
 pytestmark = pytest.mark.e2e
@@ -183,14 +183,8 @@ class TestBios:
         """Keys sent as QMP input events arrive at the guest's PS/2 keyboard, as
         libinput sees them."""
         from qemu.qmp.legacy import QEMUMonitorProtocol
-        result: dict = {}
-
-        def run_listener():
-            result["p"] = vm.exec("sh", "-c", "timeout 8 libinput debug-events "
-                                  "--show-keycodes 2>&1 | grep KEYBOARD_KEY", timeout=60)
-        t = threading.Thread(target=run_listener)
-        t.start()
-        time.sleep(4)
+        listener = InGuest(vm, "sh", "-c", "timeout 8 libinput debug-events "
+                           "--show-keycodes 2>&1 | grep KEYBOARD_KEY", timeout=60)
         qmp = QEMUMonitorProtocol(("127.0.0.1", vm.qmp_port))
         qmp.connect()
         try:
@@ -200,8 +194,7 @@ class TestBios:
                                              "key": {"type": "qcode", "data": "a"}}}])
         finally:
             qmp.close()
-        t.join(60)
-        out = result["p"].stdout.decode()
+        out = listener.output(60)
         assert "KEY_A (30) pressed" in out and "KEY_A (30) released" in out, out
         kbd = vm.sh("libinput list-devices | grep -B1 -A3 'AT Translated Set 2 keyboard'")
         assert "keyboard" in kbd

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import random
 import re
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from desktop_harness import Desktop, desktop_profile, free_port, tabvm
+from desktop_harness import (Desktop, InGuest, desktop_profile, free_port, tabvm, touch_downs,
+                             touchscreen)
 
 pytestmark = pytest.mark.e2e
 
@@ -174,15 +174,6 @@ def test_a_minute_of_host_changes_leaves_upower_and_the_host_agreeing(vm):
 
 # -- touchscreen: libinput ----------------------------------------------------------
 
-def touch_device(vm: Desktop) -> tuple[str, str]:
-    """(node, the libinput list-devices block) of the touchscreen."""
-    text = vm.sh("libinput list-devices")
-    for block in text.split("\n\n"):
-        if re.search(r"^Capabilities:.*\btouch\b", block, re.M):
-            return re.search(r"^Kernel:\s+(\S+)", block, re.M).group(1), block
-    raise AssertionError(text)
-
-
 def ctl(vm: Desktop, *args: str) -> None:
     p = tabvm("ctl", str(vm.glue.rundir), *args)
     assert p.returncode == 0, p
@@ -193,7 +184,7 @@ def test_libinput_sees_a_touchscreen_of_the_spec_size(vm):
 
     from conftest import REPO
     spec = yaml.safe_load((REPO / "devspecs" / "multitouch.yaml").read_text())
-    _, block = touch_device(vm)
+    _, block = touchscreen(vm)
     mm = f"{spec['x']['physical_mm']}x{spec['y']['physical_mm']}mm"
     assert re.search(rf"^Size:\s+{mm}", block, re.M), block
     assert "touch" in re.search(r"^Capabilities:(.*)$", block, re.M).group(1)
@@ -201,29 +192,22 @@ def test_libinput_sees_a_touchscreen_of_the_spec_size(vm):
 
 @pytest.mark.parametrize("fingers", [1, 2, 5])
 def test_libinput_sees_the_fingers_where_they_are(vm, fingers):
-    node, _ = touch_device(vm)
+    node, _ = touchscreen(vm)
     points = [(3000 + 6000 * i, 5000 + 4000 * i) for i in range(fingers)]
     contacts = [[100 + i, x, y] for i, (x, y) in enumerate(points)]
-    result: dict = {}
-
-    def listen():
-        result["p"] = vm.exec("timeout", "12", "libinput", "debug-events", "--device", node,
-                              timeout=60)
-    t = threading.Thread(target=listen)
-    t.start()
-    time.sleep(4)
+    listener = InGuest(vm, "timeout", "12", "libinput", "debug-events", "--device", node,
+                       timeout=60)
     ctl(vm, "touch", f"contacts={json.dumps(contacts)}")
     moved = [[c, x + 300, y + 300] for c, x, y in contacts]
     ctl(vm, "touch", f"contacts={json.dumps(moved)}")
     ctl(vm, "touch", "contacts=[]")
-    t.join(90)
-    out = result["p"].stdout.decode()
-    downs = re.findall(r"TOUCH_DOWN\s+\+[\d.]+s\s+(\d+)\s+\(\d+\)\s+([\d.]+)/([\d.]+)", out)
+    out = listener.output(90)
+    downs = touch_downs(out)
     ups = re.findall(r"TOUCH_UP", out)
     assert len(downs) == fingers and len(ups) == fingers, out
-    assert sorted(int(s) for s, _, _ in downs) == list(range(fingers)), out
-    for (_, px, py), (x, y) in zip(sorted(downs, key=lambda d: int(d[0])), points):
-        assert abs(float(px) - x * 100 / 32767) < 0.1 and abs(float(py) - y * 100 / 32767) < 0.1, \
+    assert sorted(s for s, _, _ in downs) == list(range(fingers)), out
+    for (_, px, py), (x, y) in zip(sorted(downs), points):
+        assert abs(px - x * 100 / 32767) < 0.1 and abs(py - y * 100 / 32767) < 0.1, \
             (px, py, x, y)
     assert len(re.findall(r"TOUCH_MOTION", out)) >= fingers, out
 
@@ -233,15 +217,8 @@ def test_hover_and_the_mouse_collection(vm):
     kernel as distance (libinput record shows the evdev events; libinput itself
     does not report hover on touchscreens). The mouse collection: libinput
     sees an absolute pointer and its button."""
-    node, _ = touch_device(vm)
-    result: dict = {}
-
-    def record():
-        result["p"] = vm.exec("timeout", "10", "libinput", "record", node, timeout=60)
-
-    t = threading.Thread(target=record)
-    t.start()
-    time.sleep(4)
+    node, _ = touchscreen(vm)
+    recorder = InGuest(vm, "timeout", "10", "libinput", "record", node, timeout=60)
     from qemu.qmp.legacy import QEMUMonitorProtocol
 
     from glue.qmp_input import btn, mtt
@@ -258,8 +235,7 @@ def test_hover_and_the_mouse_collection(vm):
     ctl(vm, "pointer", "x=8000", "y=9000", "buttons=0")
     ctl(vm, "pointer", "x=8000", "y=9000", "buttons=1")
     ctl(vm, "pointer", "x=8000", "y=9000", "buttons=0")
-    t.join(60)
-    out = result["p"].stdout.decode()
+    out = recorder.output(60)
     assert "ABS_MT_DISTANCE" in out, out[-3000:]
     # the mouse collection is its own input device: libinput's absolute pointer
     text = vm.sh("libinput list-devices")

@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import pytest
 
 import browser as browser_mod
 from conftest import REPO
-from desktop_harness import Desktop, X_USER, desktop_profile, region_share, tabvm
+from desktop_harness import (Desktop, InGuest, X_USER, desktop_profile, region_share, tabvm,
+                             touch_downs, touchscreen)
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +72,7 @@ def setup(desktop_image, build_outputs, tmp_path_factory):
     try:
         vm.glue.running(timeout=120)
         vm.wait_session()
-        vm.touch_node = touch_node(vm)
+        vm.touch_node, _ = touchscreen(vm)
         start_drawing(vm)
         viewer = Viewer(vm.name, tmp)
         browser = browser_mod.Browser(*SIZES[0])
@@ -85,17 +85,6 @@ def setup(desktop_image, build_outputs, tmp_path_factory):
         if viewer is not None:
             print(viewer.stop())
         vm.glue.stop()
-
-
-def touch_node(vm: Desktop) -> str:
-    """The touchscreen's /dev/input/eventN, as libinput lists it."""
-    text = vm.sh("libinput list-devices")
-    for block in text.split("\n\n"):
-        if re.search(r"^Capabilities:.*\btouch\b", block, re.M):
-            m = re.search(r"^Kernel:\s+(\S+)", block, re.M)
-            assert m, block
-            return m.group(1)
-    raise AssertionError(f"no touch device in libinput list-devices:\n{text}")
 
 
 def wait_picture(browser, size: tuple[int, int], timeout: float = 60) -> dict:
@@ -127,27 +116,17 @@ def guest_pixel(browser, x: float, y: float) -> tuple[int, int, int, int]:
                             x, y))
 
 
-class Listener:
+class Listener(InGuest):
     """`libinput debug-events` on the touchscreen in the guest while a test
     touches; the touch-down positions it printed, in percent of the device."""
 
-    DOWN = re.compile(r"TOUCH_DOWN\s+\+[\d.]+s\s+(\d+)\s+\(\d+\)\s+([\d.]+)/([\d.]+)")
-
     def __init__(self, vm: Desktop, seconds: int):
-        self.result: dict = {}
-
-        def run():
-            self.result["p"] = vm.exec("timeout", str(seconds), "libinput", "debug-events",
-                                       "--device", vm.touch_node, timeout=seconds + 60)
-        self.thread = threading.Thread(target=run)
-        self.thread.start()
-        time.sleep(4)       # libinput has opened the device
+        super().__init__(vm, "timeout", str(seconds), "libinput", "debug-events", "--device",
+                         vm.touch_node, timeout=seconds + 60)
 
     def downs(self) -> list[tuple[int, float, float]]:
-        self.thread.join(120)
-        out = self.result["p"].stdout.decode()
-        self.text = out
-        return [(int(s), float(x), float(y)) for s, x, y in self.DOWN.findall(out)]
+        self.text = self.output()
+        return touch_downs(self.text)
 
 
 def check_downs(downs, expected, size, text=""):
@@ -229,14 +208,8 @@ def test_mouse_and_keys_from_the_page(setup):
     browser.resize(*SIZES[0])
     pic = wait_picture(browser, (1280, 800))
     clear_strokes(vm)
-    result: dict = {}
-
-    def listen():
-        result["p"] = vm.exec("sh", "-c", "timeout 25 libinput debug-events --show-keycodes",
-                              timeout=90)
-    t = threading.Thread(target=listen)
-    t.start()
-    time.sleep(4)
+    listener = InGuest(vm, "sh", "-c", "timeout 25 libinput debug-events --show-keycodes",
+                       timeout=90)
     x, y = pic["x"] + pic["width"] * 0.3, pic["y"] + pic["height"] * 0.6
     expected = guest_pixel(browser, x, y)[:2]
     browser.mouse("mouseMoved", x, y, False)
@@ -246,8 +219,7 @@ def test_mouse_and_keys_from_the_page(setup):
     browser.mouse("mouseReleased", x + 16, y, False)
     time.sleep(1)
     browser.key("a", "KeyA", 65)
-    t.join(120)
-    out = result["p"].stdout.decode()
+    out = listener.output()
     abs_lines = [line for line in out.splitlines() if "POINTER_MOTION_ABSOLUTE" in line]
     assert abs_lines and any("POINTER_BUTTON" in line and "BTN_LEFT" in line and "pressed" in line
                              for line in out.splitlines()), out
