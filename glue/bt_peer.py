@@ -25,9 +25,13 @@ connections, scan or advertising state, reaches the next. With
 ``--advertiser-name`` a second controller (public ``--advertiser-address``) on the
 link is driven by an in-process Bumble ``Device`` that does LE legacy advertising
 (ADV_IND: flags LE General Discoverable + BR/EDR not supported, complete local
-name) with its public address, re-started whenever a connection ends, and serves
-an LE credit-based L2CAP channel on ``--psm`` (MTU 65535, MPS 65531) speaking the
-benchmark protocol:
+name) with its public address, re-started whenever a connection ends. It serves a
+GATT primary service PEER_SERVICE_UUID with one readable characteristic
+PEER_CHARACTERISTIC_UUID whose value is ``read N`` (ASCII; N counts the reads it
+served, so a client sees each read reach the peer; short of the smallest ATT MTU,
+so one read is one ATT request), and an LE credit-based
+L2CAP channel on ``--psm`` (MTU 65535, MPS 65531) speaking the benchmark
+protocol:
 
     client -> 8-byte SDU: TOTAL, big-endian u64
     client -> data SDUs until TOTAL bytes arrived (counted, discarded)
@@ -56,6 +60,7 @@ stdout is line-buffered JSON, one object a line::
     {"event": "client", "state": "disconnected", "reason": "..."}
     {"event": "client", "state": "rejected"}  # a second concurrent client
     {"event": "l2cap", "received": N, "seconds": S}   # per benchmark transfer
+    {"event": "gatt", "read": N}              # the characteristic's Nth read
 
 Logs go to stderr. SIGTERM/SIGINT: close, remove the unix socket it created,
 exit 0. Bad arguments: one line on stderr, exit 2. Other fatal errors (socket
@@ -90,7 +95,8 @@ from pathlib import Path
 from typing import IO, Any, Callable, Protocol
 
 __all__ = ["BtPeer", "BtPeerError", "BtPeerTimeout", "Endpoint", "HciUserChannelError",
-           "open_hci_user_channel", "parse_address", "DEFAULT_PSM", "main"]
+           "open_hci_user_channel", "parse_address", "DEFAULT_PSM", "PEER_SERVICE_UUID",
+           "PEER_CHARACTERISTIC_UUID", "main"]
 
 log = logging.getLogger("bt_peer")
 
@@ -99,6 +105,10 @@ L2CAP_MTU = 65535            # largest SDU the benchmark server accepts
 L2CAP_MPS = 65531            # largest K-frame whose L2CAP PDU (+4) fits one ACL length (u16)
 LE_ACL_DATA_PACKET_LENGTH = 251     # what DLE-capable controllers report
 ADVERTISING_INTERVAL_MS = 100
+#: The advertiser's GATT service and its readable characteristic (random UUIDs of
+#: this project: no Bluetooth SIG service, so no host stack claims it for itself)
+PEER_SERVICE_UUID = "5f0b2a10-7c1e-4d8a-9a55-7ab0b0000001"
+PEER_CHARACTERISTIC_UUID = "5f0b2a10-7c1e-4d8a-9a55-7ab0b0000002"
 MAX_CLIENT_BACKLOG = 16 << 20       # bytes queued to a client that does not read
 REJECT_GRACE_S = 0.1                # see H4Server._handle
 REPO = Path(__file__).resolve().parent.parent
@@ -300,6 +310,35 @@ def _controller_class() -> type:
                 self._send_hci_command_status(hci.HCI_ErrorCode.UNSPECIFIED_ERROR_ERROR,
                                               command.op_code)
 
+        def on_hci_reset_command(self, command: Any) -> Any:
+            """Vol 4, Part E, 7.3.2: a reset loses the controller's operational
+            state, its links included (Bumble's keeps them: Linux resets the
+            controller when it powers up again after an rfkill block, and the
+            peer would stay connected to a controller that forgot it)."""
+            end_links(self)
+            self.le_scan_enable = False
+            return super().on_hci_reset_command(command)
+
+        def on_hci_le_create_connection_cancel_command(self, command: Any) -> Any:
+            """Vol 4, Part E, 7.8.13: with no LE_Create_Connection pending the answer
+            is Command Disallowed; a pending one ends with an LE Connection Complete
+            of status Unknown Connection Identifier after the Command Complete.
+            (Bumble's answers Success either way and sends no event: Linux then
+            waits for the connection it thinks it cancelled, and the next
+            Disconnect of that address never completes.)"""
+            pending = self.pending_le_connection
+            if pending is None:
+                return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+            self.pending_le_connection = None
+            asyncio.get_running_loop().call_soon(
+                self.send_hci_packet, hci.HCI_LE_Connection_Complete_Event(
+                    status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+                    connection_handle=0, role=hci.Role.CENTRAL,
+                    peer_address_type=pending.peer_address_type,
+                    peer_address=pending.peer_address, connection_interval=0,
+                    peripheral_latency=0, supervision_timeout=0, central_clock_accuracy=0))
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
         def on_hci_command(self, command: Any) -> Any:
             log.warning("[%s] unsupported command %s", self.name, command.name)
             if isinstance(command, hci.HCI_SyncCommand):
@@ -317,8 +356,14 @@ def new_controller(name: str, link: Any, address: str) -> Any:
     from bumble import hci
 
     c = _controller_class()(name, link=link, public_address=address)
+    # LL Privacy goes too: Linux then enables the LE Enhanced Connection Complete
+    # event and waits for it after LE Create Connection, but Bumble's controller
+    # sends only the legacy event; Linux gives up after its 4 s auto-connect
+    # timeout and cancels a connection that was made, and its command queue
+    # stays stuck (the next disconnect or power off never completes).
     c.le_features &= ~(hci.LeFeatureMask.LE_EXTENDED_ADVERTISING
-                       | hci.LeFeatureMask.LE_PERIODIC_ADVERTISING)
+                       | hci.LeFeatureMask.LE_PERIODIC_ADVERTISING
+                       | hci.LeFeatureMask.LL_PRIVACY)
     c.le_acl_data_packet_length = LE_ACL_DATA_PACKET_LENGTH
     return c
 
@@ -326,12 +371,22 @@ def new_controller(name: str, link: Any, address: str) -> Any:
 def detach_controller(controller: Any) -> None:
     """Take a guest controller off the link as if it had been switched off: its
     advertising stops and its peers see their links time out."""
+    controller.host = None
+    end_links(controller)
+    with contextlib.suppress(KeyError):
+        controller.link.remove_controller(controller)
+
+
+def end_links(controller: Any) -> None:
+    """Stop the controller's advertising and connecting, and end its links: its
+    peers see them time out (what a controller that is switched off or reset
+    does to the other side)."""
     from bumble import hci, ll, lmp
 
-    controller.host = None
     controller.le_legacy_advertiser.stop()
     for adv_set in controller.advertising_sets.values():
         adv_set.stop()
+    controller.pending_le_connection = None
     reason = hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR
     for connection in list(controller.le_connections.values()):
         with contextlib.suppress(Exception):
@@ -341,8 +396,6 @@ def detach_controller(controller: Any) -> None:
             controller.send_lmp_packet(address, lmp.LmpDetach(reason))
     controller.le_connections.clear()
     controller.classic_connections.clear()
-    with contextlib.suppress(KeyError):
-        controller.link.remove_controller(controller)
 
 
 class _FnSink:
@@ -398,6 +451,25 @@ class BenchSession:
         self.total = None
 
 
+def peer_service(emit: Callable[[dict], None]) -> Any:
+    """The advertiser's GATT service: one characteristic, read-only, whose value
+    is ``read N`` for the Nth read (under 22 bytes: a value of ATT_MTU - 1 = 22
+    bytes or more makes a client read on with Read Blob, another read)."""
+    from bumble import gatt
+    reads = 0
+
+    def read(_connection: Any) -> bytes:
+        nonlocal reads
+        reads += 1
+        emit({"event": "gatt", "read": reads})
+        return f"read {reads}".encode()
+
+    characteristic = gatt.Characteristic(
+        PEER_CHARACTERISTIC_UUID, gatt.Characteristic.Properties.READ,
+        gatt.Characteristic.READABLE, gatt.CharacteristicValue(read=read))
+    return gatt.Service(PEER_SERVICE_UUID, [characteristic])
+
+
 def _forget_closed_le_channels(manager: Any) -> None:
     """Bumble's ChannelManager.on_channel_closed removes a closed LE credit-based
     channel from ``le_coc_channels`` only if the connection has no entry in
@@ -425,6 +497,7 @@ async def start_advertiser(link: Any, name: str, address: str, psm: int,
     controller = new_controller("advertiser", link, address)
     device = Device.with_hci(name, hci.Address("F0:00:00:00:00:02"), controller, controller)
     _forget_closed_le_channels(device.l2cap_channel_manager)
+    device.add_service(peer_service(emit))
     await device.power_on()
     device.create_l2cap_server(
         l2cap.LeCreditBasedChannelSpec(psm=psm, mtu=L2CAP_MTU, mps=L2CAP_MPS),

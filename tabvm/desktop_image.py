@@ -82,6 +82,8 @@ PACKAGES: tuple[str, ...] = (
     # tablet devices: input, battery, Bluetooth, audio
     "libinput-tools", "upower", "bluez", "pipewire", "pipewire-pulse", "wireplumber",
     "pipewire-alsa", "alsa-utils", "pulseaudio-utils",
+    # rfkill: block/unblock the Bluetooth controller's radio as a user does
+    "rfkill",
     # a touch-drawing client (draws where the fingers are, over the whole screen:
     # the viewer's tests see strokes in screenshots)
     "gromit-mpx",

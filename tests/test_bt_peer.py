@@ -140,6 +140,62 @@ def test_bumble_host_scans_the_advertiser(peer, sock_path):
     assert name == NAME
 
 
+def test_le_create_connection_cancel_is_answered_as_the_spec_says(peer, sock_path):
+    """Nothing pending: Command Disallowed. A pending connection (to an address
+    nobody advertises): Success, then its LE Connection Complete with Unknown
+    Connection Identifier (Linux waits for that event)."""
+    cancel = bytes.fromhex("010e2000")
+    nobody = bytes.fromhex("665544332211")             # 11:22:33:44:55:66, little-endian
+    create = (bytes.fromhex("010d2019") + bytes.fromhex("60006000") + b"\x00\x00" + nobody
+              + b"\x00" + bytes.fromhex("18002800") + bytes.fromhex("00002a00")
+              + bytes.fromhex("00000000"))
+    with connect(sock_path) as s:
+        command(s, RESET)
+        assert command(s, cancel) == b"\x0c"
+        s.sendall(create)
+        status = read_packet(s)
+        assert status[1] == 0x0F and status[3] == 0x00, status.hex()     # pending
+        assert command(s, cancel) == b"\x00"
+        while True:
+            event = read_packet(s)
+            if event[1] == 0x3E and event[3] == 0x01:     # LE Meta: Connection Complete
+                break
+        assert event[4] == 0x02, event.hex()              # Unknown Connection Identifier
+        assert event[9:15] == nobody
+        assert command(s, cancel) == b"\x0c"               # nothing pending again
+
+
+def test_reset_ends_the_controllers_links(peer, sock_path):
+    """The guest's controller connects to the advertiser, then is reset (what Linux
+    does when it powers a controller up after an rfkill block): the link ends on
+    the advertiser's side too, so it advertises again and a scan finds it."""
+    adv = bytes.fromhex(ADV.replace(":", ""))[::-1]
+    create = (bytes.fromhex("010d2019") + bytes.fromhex("60006000") + b"\x00\x00" + adv
+              + b"\x00" + bytes.fromhex("18002800") + bytes.fromhex("00002a00")
+              + bytes.fromhex("00000000"))
+
+    def advertiser_seen(s: socket.socket, timeout: float) -> bool:
+        assert command(s, LE_SCAN_ON) == b"\x00"
+        deadline = time.monotonic() + timeout
+        s.settimeout(timeout)
+        while time.monotonic() < deadline:
+            event = read_packet(s)
+            if event[1] == 0x3E and event[3] == 0x02 and adv in event:  # advertising report
+                return True
+        return False
+
+    with connect(sock_path) as s:
+        command(s, RESET)
+        s.sendall(create)
+        while True:
+            event = read_packet(s)
+            if event[1] == 0x3E and event[3] == 0x01:
+                break
+        assert event[4] == 0x00, event.hex()             # connected
+        assert command(s, RESET) == b"\x00"
+        assert advertiser_seen(s, 5)
+
+
 def test_reconnect_gets_a_fresh_controller(peer, sock_path):
     # First connection: scanning on (Bumble's HCI_Reset would not turn it off), then
     # the connection drops in the middle of a command packet.
@@ -269,6 +325,38 @@ def test_l2cap_throughput_twice(peer, sock_path):
         assert acked == total and seconds > 0
         ev = peer.wait_event("l2cap", timeout=10)
         assert ev["received"] == total and ev["seconds"] >= 0
+
+
+def test_a_gatt_client_reads_the_peers_characteristic(peer, sock_path):
+    """A Bumble host connects over LE, discovers the peer's service and reads its
+    characteristic twice: each read reaches the peer (its count goes up)."""
+    from bumble import hci
+    from bumble.core import PhysicalTransport
+    from bumble.device import Device, Peer
+    from bumble.transport import open_transport
+    from glue.bt_peer import PEER_CHARACTERISTIC_UUID, PEER_SERVICE_UUID
+
+    async def reads() -> list[bytes]:
+        async with await open_transport(f"unix:{sock_path}") as (source, sink):
+            device = Device.with_hci("gatt-client", hci.Address("F0:00:00:00:00:31"),
+                                     source, sink)
+            await device.power_on()
+            connection = await device.connect(
+                hci.Address(ADV, hci.Address.PUBLIC_DEVICE_ADDRESS),
+                transport=PhysicalTransport.LE, own_address_type=hci.OwnAddressType.PUBLIC)
+            remote = Peer(connection)
+            services = await remote.discover_service(PEER_SERVICE_UUID)
+            assert len(services) == 1
+            chars = await remote.discover_characteristics([PEER_CHARACTERISTIC_UUID],
+                                                          services[0])
+            assert len(chars) == 1
+            got = [bytes(await remote.read_value(chars[0])) for _ in range(2)]
+            await connection.disconnect()
+            return got
+
+    assert run(reads()) == [b"read 1", b"read 2"]
+    assert peer.wait_event("gatt", timeout=5)["read"] == 1
+    assert peer.wait_event("gatt", timeout=5)["read"] == 2
 
 
 def test_l2cap_wrong_psm_fails(peer, sock_path):
