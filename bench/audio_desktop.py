@@ -34,7 +34,7 @@ from generator.ir import Opensles  # noqa: E402
 from generator.main import check, spec_files  # noqa: E402
 from glue.audio import AUDIODEV_ID  # noqa: E402
 from glue.profile import BuildOutputs, default_outputs  # noqa: E402
-from tabvm.desktop_image import UID, USER, build_desktop_image  # noqa: E402
+from tabvm.desktop_image import build_desktop_image  # noqa: E402
 
 STATS = f"/backend/audiodev-{AUDIODEV_ID}"
 FIELDS = ("underruns", "buffers", "max-latency-us")
@@ -74,7 +74,7 @@ def desktop_run(outputs: BuildOutputs, seconds: int) -> dict[str, int | None]:
         qmp.connect()
 
         def get(prop: str) -> int:
-            return qmp.cmd("qom-get", path=STATS, property=prop)["return"]
+            return qmp.cmd("qom-get", path=STATS, property=prop)
 
         before = qom_stats(get)
         t0 = time.monotonic()

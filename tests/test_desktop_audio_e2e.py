@@ -15,16 +15,14 @@ from __future__ import annotations
 import base64
 import io
 import math
-import re
 import struct
 import time
 import wave
-from pathlib import Path
 
 import pytest
 
 from audio_analysis import Wav, read_wav, silent_runs, sounding, tone_frequency
-from desktop_harness import Desktop, InGuest, desktop_profile, free_port
+from desktop_harness import Desktop, desktop_profile, free_port
 from generator.ir import Opensles
 from generator.main import check, spec_files
 from glue.audio import AUDIODEV_ID
@@ -100,7 +98,7 @@ def stats(vm: Desktop) -> dict[str, int]:
     qmp = QEMUMonitorProtocol(("127.0.0.1", vm.qmp_port))
     qmp.connect()
     try:
-        return {p: qmp.cmd("qom-get", path=STATS, property=p)["return"]
+        return {p: qmp.cmd("qom-get", path=STATS, property=p)
                 for p in ("underruns", "overruns", "buffers", "max-latency-us")}
     finally:
         qmp.close()
@@ -134,8 +132,10 @@ def test_pipewire_plays_a_1_khz_tone_through_hda(vm):
 
 def test_pipewire_records_the_440_hz_input(vm):
     rec = "/tmp/rec.wav"
-    p = vm.exec("sh", "-c", f"rm -f {rec}; {' '.join(as_user('timeout', '4', 'pw-record', '--rate', str(RATE), '--channels', '1', '--format', 's16', rec))}; "
-                f"test -s {rec} && base64 {rec}", timeout=60)
+    record = " ".join(as_user("timeout", "4", "pw-record", "--rate", str(RATE),
+                              "--channels", "1", "--format", "s16", rec))
+    p = vm.exec("sh", "-c", f"rm -f {rec}; {record}; test -s {rec} && base64 {rec}",
+                timeout=60)
     assert p.returncode == 0, p
     with wave.open(io.BytesIO(base64.b64decode(p.stdout)), "rb") as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (RATE, 1, 2)
