@@ -6,7 +6,9 @@ crossings, refined to the peak of its Hann-windowed spectrum.
 
 from __future__ import annotations
 
+import array
 import math
+import sys
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +32,10 @@ def read_wav(path: Path) -> Wav:
     if width == 1:
         samples = [b - 128 for b in raw]
     elif width == 2:
-        samples = [int.from_bytes(raw[i:i + 2], "little", signed=True)
-                   for i in range(0, len(raw) - 1, 2)]
+        pcm = array.array("h", raw[:len(raw) // 2 * 2])
+        if sys.byteorder == "big":
+            pcm.byteswap()
+        samples = pcm.tolist()
     else:
         raise ValueError(f"{path}: {8 * width}-bit samples are not handled")
     return Wav(rate, channels, width, [samples[c::channels] for c in range(channels)])

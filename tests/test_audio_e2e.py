@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,39 @@ def test_guest_records_the_standin_sine(audio):
     assert rec.frames >= RATE * 2 * 0.95
     assert abs(rec.freq - 440.0) < 1.0, rec
     assert rec.rms > 0.1, rec
+
+
+def underruns(audio: Audio) -> int:
+    return audio.vm.qom_get("/backend/audiodev-snd0", "underruns")
+
+
+def test_streams_start_without_underruns(audio):
+    """A stream starts playing once every OpenSL ES buffer is queued, so the
+    first callback finds the next one there (it used to start on the first
+    buffer alone: the second came exactly when the first ended, an underrun
+    at almost every start)."""
+    before = underruns(audio)
+    for _ in range(4):
+        audio.agent.pcm_play(0, 0, RATE, 2, 1000, 300)
+    assert underruns(audio) == before
+
+
+def test_a_starved_queue_counts_underruns(audio, tmp_path):
+    """A real starvation still counts: QEMU's main loop is blocked (a QMP
+    pmemsave of all guest RAM runs in it) while the guest plays, so nobody
+    refills the queue and OpenSL ES plays it out."""
+    before = underruns(audio)
+    player = threading.Thread(target=audio.agent.pcm_play,
+                              args=(0, 0, RATE, 2, 1000, 3000))
+    player.start()
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    audio.vm.cmd("pmemsave", val=0, size=512 << 20, filename=str(tmp_path / "ram"))
+    stalled = time.monotonic() - t0
+    player.join(30)
+    buffering = audio.spec.playback.buffers * audio.spec.playback.buffer_ms / 1000
+    assert stalled > 2 * buffering, stalled        # longer than the queue lasts
+    assert underruns(audio) > before
 
 
 def test_guest_plays_a_sine_to_the_standin(audio, build_outputs, guest_image):
