@@ -31,8 +31,6 @@ from tabvm.desktop_image import UID, USER
 pytestmark = pytest.mark.e2e
 
 SPEC = next(d for d in check(spec_files()) if isinstance(d, Opensles) and d.name == "opensles")
-#: the buffering the backend may add: buffer count x length (the spec's defaults)
-BUFFERING_US = SPEC.playback.buffers * SPEC.playback.buffer_ms * 1000
 RATE = 48000            # what the tone files are; PipeWire resamples as it needs
 STATS = f"/backend/audiodev-{AUDIODEV_ID}"
 
@@ -99,7 +97,7 @@ def stats(vm: Desktop) -> dict[str, int]:
     qmp.connect()
     try:
         return {p: qmp.cmd("qom-get", path=STATS, property=p)
-                for p in ("underruns", "overruns", "buffers", "max-latency-us")}
+                for p in ("underruns", "overruns", "buffers")}
     finally:
         qmp.close()
 
@@ -151,7 +149,7 @@ def test_pipewire_records_the_440_hz_input(vm):
 
 def test_a_minute_of_playback_without_underruns(vm):
     """60 s through pipewire-pulse (paplay): the backend counts no underrun and
-    holds at most its configured buffering; the stand-in played it all."""
+    OpenSL ES played a buffer every buffer length."""
     before = stats(vm)
     t0 = time.monotonic()
     p = vm.exec("sh", "-c", " && ".join(
@@ -163,4 +161,3 @@ def test_a_minute_of_playback_without_underruns(vm):
     assert seconds >= 59, seconds
     assert after["buffers"] - before["buffers"] >= 60_000 // SPEC.playback.buffer_ms * 0.95
     assert after["underruns"] == before["underruns"], (before, after)
-    assert 0 < after["max-latency-us"] <= BUFFERING_US, after

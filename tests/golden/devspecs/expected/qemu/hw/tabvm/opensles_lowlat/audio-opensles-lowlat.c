@@ -18,14 +18,7 @@
  * the voice's lock, which also guards QEMU's side of the ring), play
  * silence on underrun and count underruns and overruns; the counters are
  * read back from QEMU's thread for trace events and the QOM object
- * /backend/audiodev-ID (properties underruns, overruns, buffers,
- * max-latency-us).
- *
- * Playback holds at most the configured buffering (buffer count x length),
- * ring and queue together, so that is the most latency it adds. A stream
- * starts playing once every buffer is queued: the first callback then
- * finds the next buffer queued, and each refill has a whole buffer's time
- * to come, as in the rest of the stream.
+ * /backend/audiodev-ID (properties underruns, overruns, buffers).
  *
  * Defaults from devspecs/opensles_lowlat.yaml:
  * playback 4 x 10 ms,
@@ -86,7 +79,6 @@ typedef struct {
     uint32_t underruns;
     uint32_t overruns;
     uint32_t buffers;
-    uint32_t max_latency_us;    /* playback, updated on QEMU's thread */
     uint32_t traced_underruns;
     uint32_t traced_overruns;
 } SlesState;
@@ -110,12 +102,8 @@ typedef struct {
     SlesQueue q;
     SLPlayItf play;
     SLVolumeItf volume;
-    uint32_t bytes_per_sec;
-    /* under the queue's lock */
-    bool playing;               /* the player is PLAYING */
     bool draining;              /* disabled: play what is left, then stop */
-    int64_t head_start;         /* when the head buffer began to play (ns) */
-    int64_t first_write;        /* when QEMU first wrote to a stopped stream */
+    bool playing;               /* PLAYING: set once every buffer is queued */
     QEMUTimer *drain_timer;
 } SlesVoiceOut;
 
@@ -307,44 +295,6 @@ static void sles_trace_counters(SlesState *s)
 /* ---- playback ----------------------------------------------------------- */
 
 /*
- * Under the lock: the bytes of playback the backend holds, in QEMU's ring
- * and in the queue. The head buffer plays in real time from head_start and
- * what it has played is not counted, so QEMU refills as the audio plays, at
- * each of its timer ticks, rather than a whole buffer at each callback.
- */
-static size_t sles_held_locked(SlesVoiceOut *v)
-{
-    SlesQueue *q = &v->q;
-    size_t unplayed = q->queued * q->buffer_bytes;
-
-    if (v->playing && q->queued) {
-        int64_t ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) - v->head_start;
-        uint64_t played = muldiv64(MAX(ns, 0), v->bytes_per_sec,
-                                   NANOSECONDS_PER_SECOND);
-
-        unplayed -= MIN(played, q->buffer_bytes);
-    }
-    return v->hw.pending_emul + unplayed;
-}
-
-/* Under the lock: what QEMU may write, up to the configured buffering */
-static size_t sles_free_locked(SlesVoiceOut *v)
-{
-    size_t limit = v->q.buffer_count * v->q.buffer_bytes;
-    size_t held = sles_held_locked(v);
-    size_t free = held < limit ? limit - held : 0;
-
-    return free - free % v->hw.info.bytes_per_frame;
-}
-
-static void sles_note_latency(SlesVoiceOut *v, uint64_t us)
-{
-    SlesState *s = v->q.s;
-
-    s->max_latency_us = MAX(s->max_latency_us, MIN(us, UINT32_MAX));
-}
-
-/*
  * Under the lock: fills the next buffer from the ring and enqueues it if
  * the ring holds a whole buffer, or anything when draining. Enqueueing
  * under the lock keeps the buffers in order between the two threads.
@@ -380,10 +330,6 @@ static bool sles_refill_locked(SlesVoiceOut *v)
         SL_RESULT_SUCCESS) {
         return false;
     }
-    if (!q->queued) {
-        /* after an underrun, this one plays from now */
-        v->head_start = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
-    }
     q->next = (q->next + 1) % q->buffer_count;
     q->queued++;
     return true;
@@ -395,38 +341,32 @@ static void sles_play_callback(SLAndroidSimpleBufferQueueItf queue,
 {
     SlesVoiceOut *v = opaque;
     SlesQueue *q = &v->q;
-    bool drained = false;
 
     qemu_mutex_lock(&q->lock);
     if (q->queued) {
         q->queued--;
     }
-    v->head_start = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     qatomic_inc(&q->s->buffers);
-    if (!sles_refill_locked(v) && q->running && q->queued == 0) {
-        if (v->draining) {
-            drained = true;
-        } else {
-            /* QEMU did not keep up: OpenSL ES plays silence until it does */
-            qatomic_inc(&q->s->underruns);
-        }
+    if (!sles_refill_locked(v) && q->running && !v->draining &&
+        q->queued == 0) {
+        /* QEMU did not keep up: OpenSL ES plays silence until it does */
+        qatomic_inc(&q->s->underruns);
     }
     qemu_mutex_unlock(&q->lock);
-    if (drained) {
-        /* everything was played: stop now, not when the drain was due */
-        timer_mod(v->drain_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME));
-    }
 }
 
 /*
  * QEMU's thread, under the lock, after it wrote to the ring: queue what is
- * ready. Returns true when the player is to start: every buffer is queued,
- * or a stream stopped before that has queued all it had.
+ * ready. Returns true when the player is to start: a stream starts playing
+ * once every buffer is queued (or, when it stops before that, once all it
+ * had is queued), so that each refill has a whole buffer's time to come.
+ * Started on its first buffer alone, the second came exactly when the
+ * first had played (QEMU's audio timer fills the ring at the rate the
+ * player empties it): an underrun at almost every start.
  */
 static bool sles_kick_locked(SlesVoiceOut *v)
 {
     SlesQueue *q = &v->q;
-    int64_t now;
 
     while (sles_refill_locked(v)) {
         /* one buffer at a time */
@@ -435,56 +375,28 @@ static bool sles_kick_locked(SlesVoiceOut *v)
         (q->queued < q->buffer_count && !v->draining)) {
         return false;
     }
-    now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     v->playing = true;
-    v->head_start = now;
-    if (v->first_write) {
-        /* the first frame written waited for the others until now */
-        sles_note_latency(v, (now - v->first_write) / SCALE_US);
-    }
     return true;
 }
 
 /* QEMU's thread, without the lock: start the primed player */
 static void sles_start(SlesVoiceOut *v)
 {
-    trace_tabvm_opensles_lowlat_play(v->q.queued, v->hw.pending_emul);
+    trace_tabvm_opensles_lowlat_play(v->q.queued);
     (*v->play)->SetPlayState(v->play, SL_PLAYSTATE_PLAYING);
-}
-
-/* QEMU's thread, under the lock: QEMU wrote to the ring */
-static bool sles_wrote_locked(SlesVoiceOut *v)
-{
-    if (!v->playing && !v->q.queued && v->hw.pending_emul &&
-        !v->first_write) {
-        v->first_write = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
-    }
-    if (v->playing) {
-        /* what was written last plays after everything held */
-        sles_note_latency(v, muldiv64(sles_held_locked(v), 1000000,
-                                      v->bytes_per_sec));
-    }
-    return sles_kick_locked(v);
 }
 
 /* QEMU's side of the emulated ring, under the voice's lock */
 static size_t sles_buffer_get_free(HWVoiceOut *hw)
 {
-    SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
-
-    QEMU_LOCK_GUARD(&v->q.lock);
-    return sles_free_locked(v);
+    QEMU_LOCK_GUARD(&container_of(hw, SlesVoiceOut, hw)->q.lock);
+    return audio_generic_buffer_get_free(hw);
 }
 
 static void *sles_get_buffer_out(HWVoiceOut *hw, size_t *size)
 {
-    SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
-    void *buf;
-
-    QEMU_LOCK_GUARD(&v->q.lock);
-    buf = audio_generic_get_buffer_out(hw, size);
-    *size = MIN(*size, sles_free_locked(v));
-    return buf;
+    QEMU_LOCK_GUARD(&container_of(hw, SlesVoiceOut, hw)->q.lock);
+    return audio_generic_get_buffer_out(hw, size);
 }
 
 static size_t sles_put_buffer_out(HWVoiceOut *hw, void *buf, size_t size)
@@ -494,7 +406,7 @@ static size_t sles_put_buffer_out(HWVoiceOut *hw, void *buf, size_t size)
 
     qemu_mutex_lock(&v->q.lock);
     size = audio_generic_put_buffer_out(hw, buf, size);
-    start = sles_wrote_locked(v);
+    start = sles_kick_locked(v);
     qemu_mutex_unlock(&v->q.lock);
     if (start) {
         sles_start(v);
@@ -502,35 +414,17 @@ static size_t sles_put_buffer_out(HWVoiceOut *hw, void *buf, size_t size)
     return size;
 }
 
-/* Without the mixing engine: QEMU's write, straight into the ring */
+/*
+ * Without the mixing engine. audio_generic_write() takes the ring through
+ * sles_get_buffer_out()/sles_put_buffer_out(), which lock the voice and
+ * start the player themselves.
+ */
 static size_t sles_write(HWVoiceOut *hw, void *buf, size_t size)
 {
-    SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
-    size_t done = 0;
-    bool start;
-
-    qemu_mutex_lock(&v->q.lock);
-    size = MIN(size, sles_free_locked(v));
-    while (done < size) {
-        size_t len = size - done;
-        void *dst = audio_generic_get_buffer_out(hw, &len);
-
-        if (!len) {
-            break;
-        }
-        len = MIN(len, size - done);
-        memcpy(dst, (uint8_t *)buf + done, len);
-        done += audio_generic_put_buffer_out(hw, dst, len);
-    }
-    start = sles_wrote_locked(v);
-    qemu_mutex_unlock(&v->q.lock);
-    if (start) {
-        sles_start(v);
-    }
-    return done;
+    return audio_generic_write(hw, buf, size);
 }
 
-/* QEMU's thread: the drain is over (or due); stop unless enabled again */
+/* QEMU's thread: the drain time is over; stop unless enabled again */
 static void sles_drained(void *opaque)
 {
     SlesVoiceOut *v = opaque;
@@ -540,12 +434,9 @@ static void sles_drained(void *opaque)
     qemu_mutex_lock(&q->lock);
     stop = v->draining;
     if (stop) {
-        trace_tabvm_opensles_lowlat_drained(q->queued, v->hw.pending_emul);
         q->running = false;
         q->queued = 0;
         v->playing = false;
-        v->first_write = 0;
-        v->hw.pending_emul = 0;         /* not played in time: stale now */
     }
     qemu_mutex_unlock(&q->lock);
     if (stop) {
@@ -587,7 +478,6 @@ static int sles_init_out(HWVoiceOut *hw, struct audsettings *as,
     loc_queue.numBuffers = count;
     sles_queue_init(&v->q, s, count, frames * hw->info.bytes_per_frame);
     hw->samples = count * frames;
-    v->bytes_per_sec = obt.freq * hw->info.bytes_per_frame;
 
     if (!sles_ok((*s->engine)->CreateAudioPlayer(s->engine, &v->q.obj, &source,
                                                  &sink, ARRAY_SIZE(ids), ids,
@@ -621,45 +511,40 @@ static void sles_fini_out(HWVoiceOut *hw)
 {
     SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
 
+    timer_free(v->drain_timer);
+    v->drain_timer = NULL;
     if (v->q.obj) {
         (*v->play)->SetPlayState(v->play, SL_PLAYSTATE_STOPPED);
     }
-    /* no callback (which may set the timer) runs after this */
     sles_queue_fini(&v->q);
-    timer_free(v->drain_timer);
-    v->drain_timer = NULL;
 }
 
 static void sles_enable_out(HWVoiceOut *hw, bool enable)
 {
     SlesVoiceOut *v = container_of(hw, SlesVoiceOut, hw);
     SlesQueue *q = &v->q;
-    bool start = false, stop = false;
     int64_t drain_ms;
+    bool start;
 
     trace_tabvm_opensles_lowlat_enable("playback", enable);
     qemu_mutex_lock(&q->lock);
     if (enable) {
-        /* the player starts once QEMU has filled every buffer */
+        /* buffers go to OpenSL ES as QEMU writes them: no silence first */
         timer_del(v->drain_timer);
         v->draining = false;
         q->running = true;
-        if (v->playing && !q->queued) {
-            /* a drain played everything: start again, filled */
-            v->playing = false;
-            v->first_write = 0;
-            stop = true;
-        }
+        start = sles_kick_locked(v);
         qemu_mutex_unlock(&q->lock);
-        if (stop) {
-            (*v->play)->SetPlayState(v->play, SL_PLAYSTATE_STOPPED);
+        if (start) {
+            sles_start(v);
         }
         return;
     }
     /* let what is in the ring and the queue play out, as hardware would */
     v->draining = true;
     start = sles_kick_locked(v);
-    drain_ms = muldiv64(sles_held_locked(v), 1000, v->bytes_per_sec) + 20;
+    drain_ms = (int64_t)(q->queued + 1) * q->buffer_bytes * 1000 /
+               (hw->info.freq * hw->info.bytes_per_frame) + 20;
     qemu_mutex_unlock(&q->lock);
     if (start) {
         sles_start(v);
@@ -873,8 +758,6 @@ static void sles_add_stats(SlesState *s)
                                    OBJ_PROP_FLAG_READ);
     object_property_add_uint32_ptr(s->stats, "buffers", &s->buffers,
                                    OBJ_PROP_FLAG_READ);
-    object_property_add_uint32_ptr(s->stats, "max-latency-us",
-                                   &s->max_latency_us, OBJ_PROP_FLAG_READ);
     object_property_add_child(object_get_container("backend"), name, s->stats);
     object_unref(s->stats);
 }
