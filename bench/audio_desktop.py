@@ -52,7 +52,7 @@ def qom_stats(qom_get) -> dict[str, int | None]:
 
 def desktop_run(outputs: BuildOutputs, seconds: int) -> dict[str, int | None]:
     from qemu.qmp.legacy import QEMUMonitorProtocol
-    from test_desktop_audio_e2e import as_user, tone_wav
+    from desktop_audio import as_user, tone_wav
 
     build_desktop_image(progress=lambda m: print("desktop image:", m, flush=True))
     tmp = Path(tempfile.mkdtemp(prefix="bench-audio-desktop-"))

@@ -8,7 +8,10 @@ The guest runs nothing of the project's: qemu-guest-agent (`tabvm exec`) runs
 PipeWire's own clients (pw-play, pw-record, paplay) as the logged-in user, in
 the user's session (XDG_RUNTIME_DIR). The tone they play is a WAV file the
 test copies in. The backend's counters come from QMP (qom-get
-/backend/audiodev-snd0)."""
+/backend/audiodev-snd0).
+
+The tests run in test_desktop_app_e2e.py, on its desktop (``vm``) with every
+device; here are they and their helpers."""
 
 from __future__ import annotations
 
@@ -19,16 +22,12 @@ import struct
 import time
 import wave
 
-import pytest
-
 from audio_analysis import Wav, read_wav, silent_runs, sounding, tone_frequency
-from desktop_harness import Desktop, desktop_profile, free_port
+from desktop_harness import Desktop
 from generator.ir import Opensles
 from generator.main import check, spec_files
 from glue.audio import AUDIODEV_ID
 from tabvm.desktop_image import UID, USER
-
-pytestmark = pytest.mark.e2e
 
 SPEC = next(d for d in check(spec_files()) if isinstance(d, Opensles) and d.name == "opensles")
 RATE = 48000            # what the tone files are; PipeWire resamples as it needs
@@ -53,34 +52,6 @@ def tone_wav(freq: float, seconds: float, amplitude: float = 0.5) -> bytes:
         w.setframerate(RATE)
         w.writeframes(frames)
     return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def desktop_image(build_outputs):
-    from tabvm.desktop_image import build_desktop_image
-    return build_desktop_image(progress=lambda m: print("desktop image:", m))
-
-
-@pytest.fixture(scope="module")
-def vm(desktop_image, build_outputs, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("audio")
-    qmp = free_port()
-    profile = desktop_profile(
-        tmp, "desktop-audio", qmp_tcp=f"127.0.0.1:{qmp}",
-        devices={"battery": {"source": "simulated"}, "audio": {"backend": "opensles"}})
-    d = Desktop(profile, "desktop-audio", build_outputs.root, tmp / "state")
-    d.tmp, d.qmp_port = tmp, qmp
-    try:
-        d.glue.running(timeout=120)
-        d.wait_session()
-        # the session's sound server is up (socket-activated for the user)
-        wait_for(lambda: d.exec(*as_user("pactl", "info"), timeout=30).returncode == 0,
-                 60, "pipewire-pulse does not answer")
-        p = d.exec("sh", "-c", "cat > /tmp/tone1k.wav", stdin=tone_wav(1000, 10), timeout=60)
-        assert p.returncode == 0, p
-        yield d
-    finally:
-        d.glue.stop()
 
 
 def wait_for(ok, timeout: float, what: str) -> None:

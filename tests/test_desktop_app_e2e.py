@@ -1,4 +1,7 @@
-"""The desktop as an app: suspended (QEMU exits, the guest's RAM stays in its
+"""The Debian desktop with every tablet device, through its own stacks: the
+Bluetooth controller through BlueZ (tests in desktop_bt.py), audio through
+PipeWire (desktop_audio.py), both run here on this module's one desktop to
+boot it once; then the desktop as an app: suspended (QEMU exits, the guest's RAM stays in its
 file) and resumed with a Bluetooth connection, an audio stream and a network
 connection open, through the guest's own stacks (BlueZ, PipeWire, the kernel's
 TCP), reached only through qemu-guest-agent.
@@ -34,12 +37,27 @@ import time
 import pytest
 
 from audio_analysis import read_wav, silent_runs, sounding, tone_frequency
-from desktop_harness import Desktop, desktop_profile
+import desktop_audio
+import desktop_bt
+from desktop_audio import as_user, tone_wav, wait_for
+from desktop_bt import btctl, connect, gatt_reads, wait_powered
+from desktop_harness import Desktop, desktop_profile, free_port
 from glue.bt_backend import DEFAULT_ADVERTISER_ADDRESS as PEER
-from test_desktop_audio_e2e import as_user, tone_wav
-from test_desktop_bt_e2e import btctl, connect, gatt_reads, wait_powered
 
 pytestmark = pytest.mark.e2e
+
+# the device tests, on this module's desktop, in this order
+test_pipewire_plays_a_1_khz_tone_through_hda = \
+    desktop_audio.test_pipewire_plays_a_1_khz_tone_through_hda
+test_pipewire_records_the_440_hz_input = desktop_audio.test_pipewire_records_the_440_hz_input
+test_a_minute_of_playback_without_underruns = \
+    desktop_audio.test_a_minute_of_playback_without_underruns
+test_bluez_powers_the_controller_scans_connects_and_reads_gatt = \
+    desktop_bt.test_bluez_powers_the_controller_scans_connects_and_reads_gatt
+test_the_controller_survives_a_bluetoothd_restart = \
+    desktop_bt.test_the_controller_survives_a_bluetoothd_restart
+test_the_controller_survives_rfkill_block_and_unblock = \
+    desktop_bt.test_the_controller_survives_rfkill_block_and_unblock
 
 RECOVERY_S = 5.0
 SLIRP_HOST = "10.0.2.2"         # the host, as user-mode networking shows it to the guest
@@ -86,19 +104,25 @@ class EchoServer:
 
 @pytest.fixture(scope="module")
 def vm(desktop_image, build_outputs, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("suspend")
+    tmp = tmp_path_factory.mktemp("app")
+    qmp = free_port()
     profile = desktop_profile(
-        tmp, "desktop-app",
+        tmp, "desktop-app", qmp_tcp=f"127.0.0.1:{qmp}",
         devices={"battery": {"source": "simulated"}, "touchscreen": {},
                  "bluetooth": {"peer": "bumble"}, "audio": {"backend": "opensles"}})
     d = Desktop(profile, "desktop-app", build_outputs.root, tmp / "state")
-    d.tmp = tmp
+    d.tmp, d.qmp_port = tmp, qmp
     d.server = EchoServer()
     try:
         d.glue.running(timeout=120)
         d.wait_session()
-        p = d.exec("sh", "-c", "cat > /tmp/tone.wav", stdin=tone_wav(1000, 40), timeout=60)
-        assert p.returncode == 0, p
+        # the session's sound server is up (socket-activated for the user)
+        wait_for(lambda: d.exec(*as_user("pactl", "info"), timeout=30).returncode == 0,
+                 60, "pipewire-pulse does not answer")
+        for name, seconds in (("tone1k", 10), ("tone", 40)):
+            p = d.exec("sh", "-c", f"cat > /tmp/{name}.wav", stdin=tone_wav(1000, seconds),
+                       timeout=60)
+            assert p.returncode == 0, p
         yield d
     finally:
         d.glue.stop()

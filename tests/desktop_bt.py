@@ -1,49 +1,26 @@
 """The USB Bluetooth controller through the Debian desktop's own Bluetooth stack:
 the kernel's btusb, bluetoothd and bluetoothctl (BlueZ 5.66), with the glue's
 Bumble peer as the device to find. Nothing of the project runs in the guest:
-qemu-guest-agent (`tabvm exec`) runs BlueZ's own tools, as root."""
+qemu-guest-agent (`tabvm exec`) runs BlueZ's own tools, as root.
+
+The tests run in test_desktop_app_e2e.py, on its desktop (``vm``) with every
+device; here are they and their helpers."""
 
 from __future__ import annotations
 
 import re
 import time
 
-import pytest
-
-from desktop_harness import Desktop, desktop_profile
+from desktop_harness import Desktop
 from glue.bt_backend import (DEFAULT_ADVERTISER_ADDRESS, DEFAULT_ADVERTISER_NAME,
                              DEFAULT_CONTROLLER_ADDRESS)
 from glue.bt_peer import PEER_CHARACTERISTIC_UUID, PEER_SERVICE_UUID
-
-pytestmark = pytest.mark.e2e
 
 PEER = DEFAULT_ADVERTISER_ADDRESS
 #: colours, and readline's prompt markers
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x01\x02]")
 #: a value line of bluetoothctl's hex dump: "  72 65 61 64 20 31    read 1"
 HEX_LINE = re.compile(r"^\s+((?:[0-9a-f]{2} )+)", re.M)
-
-
-@pytest.fixture(scope="module")
-def desktop_image(build_outputs):
-    from tabvm.desktop_image import build_desktop_image
-    return build_desktop_image(progress=lambda m: print("desktop image:", m))
-
-
-@pytest.fixture(scope="module")
-def vm(desktop_image, build_outputs, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bt")
-    profile = desktop_profile(
-        tmp, "desktop-bt",
-        devices={"battery": {"source": "simulated"}, "bluetooth": {"peer": "bumble"}})
-    d = Desktop(profile, "desktop-bt", build_outputs.root, tmp / "state")
-    d.tmp = tmp
-    try:
-        d.glue.running(timeout=120)
-        d.wait_session()
-        yield d
-    finally:
-        d.glue.stop()
 
 
 def plain(output: bytes) -> str:
