@@ -413,16 +413,6 @@ static size_t sles_put_buffer_out(HWVoiceOut *hw, void *buf, size_t size)
     return size;
 }
 
-/*
- * Without the mixing engine. audio_generic_write() takes the ring through
- * sles_get_buffer_out()/sles_put_buffer_out(), which lock the voice and
- * start the player themselves.
- */
-static size_t sles_write(HWVoiceOut *hw, void *buf, size_t size)
-{
-    return audio_generic_write(hw, buf, size);
-}
-
 /* QEMU's thread: the drain time is over; stop unless enabled again */
 static void sles_drained(void *opaque)
 {
@@ -528,7 +518,7 @@ static void sles_enable_out(HWVoiceOut *hw, bool enable)
     trace_tabvm_opensles_enable("playback", enable);
     qemu_mutex_lock(&q->lock);
     if (enable) {
-        /* buffers go to OpenSL ES as QEMU writes them: no silence first */
+        /* buffers are queued as QEMU writes them; all queued, it plays */
         timer_del(v->drain_timer);
         v->draining = false;
         q->running = true;
@@ -798,7 +788,8 @@ static void sles_audio_fini(void *opaque)
 static struct audio_pcm_ops sles_pcm_ops = {
     .init_out = sles_init_out,
     .fini_out = sles_fini_out,
-    .write = sles_write,
+    /* through sles_get_buffer_out()/sles_put_buffer_out(), which lock */
+    .write = audio_generic_write,
     .buffer_get_free = sles_buffer_get_free,
     .get_buffer_out = sles_get_buffer_out,
     .put_buffer_out = sles_put_buffer_out,
