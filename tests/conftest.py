@@ -43,6 +43,13 @@ def guest_image():
 
 
 @pytest.fixture(scope="session")
+def desktop_image(build_outputs):
+    """The Debian desktop image (built on first use, then from its cache)."""
+    from tabvm.desktop_image import build_desktop_image
+    return build_desktop_image(progress=lambda m: print("desktop image:", m))
+
+
+@pytest.fixture(scope="session")
 def agent_bin(tmp_path_factory):
     """The static guest agent, built for this host."""
     from tabvm import guest

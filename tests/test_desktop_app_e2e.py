@@ -63,12 +63,6 @@ RECOVERY_S = 5.0
 SLIRP_HOST = "10.0.2.2"         # the host, as user-mode networking shows it to the guest
 
 
-@pytest.fixture(scope="module")
-def desktop_image(build_outputs):
-    from tabvm.desktop_image import build_desktop_image
-    return build_desktop_image(progress=lambda m: print("desktop image:", m))
-
-
 class EchoServer:
     """A TCP server on the host (127.0.0.1): echoes lines, counts connections
     and remembers when each one ended."""

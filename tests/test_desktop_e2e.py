@@ -30,12 +30,6 @@ MAGENTA = (255, 0, 255)
 GUEST_HTTP_PORT = 8000
 
 
-@pytest.fixture(scope="module")
-def desktop_image(build_outputs):
-    from tabvm.desktop_image import build_desktop_image
-    return build_desktop_image(progress=lambda m: print("desktop image:", m))
-
-
 def start(tmp: Path, name: str, build_outputs, **changes) -> Desktop:
     profile = desktop_profile(tmp, name, **changes)
     vm = Desktop(profile, name, build_outputs.root, tmp / "state")

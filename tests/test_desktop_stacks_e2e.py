@@ -22,12 +22,6 @@ pytestmark = pytest.mark.e2e
 BATTERY = "/org/freedesktop/UPower/devices/battery_BAT0"
 
 
-@pytest.fixture(scope="module")
-def desktop_image(build_outputs):
-    from tabvm.desktop_image import build_desktop_image
-    return build_desktop_image(progress=lambda m: print("desktop image:", m))
-
-
 class FakeSupply:
     """A host power-supply tree (what /sys/class/power_supply holds) the test
     changes: the glue's battery bridge reads it (`--battery host

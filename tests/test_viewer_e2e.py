@@ -30,12 +30,6 @@ SIZES = ((1000, 700), (620, 900))   # landscape (bars left/right), portrait (top
 GRID = (0.12, 0.5, 0.88)            # 9 points spread over the picture
 
 
-@pytest.fixture(scope="module")
-def desktop_image(build_outputs):
-    from tabvm.desktop_image import build_desktop_image
-    return build_desktop_image(progress=lambda m: print("desktop image:", m))
-
-
 class Viewer:
     """`tabvm view` as its own process; its URL."""
 
