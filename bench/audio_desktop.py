@@ -10,11 +10,9 @@ Debian desktop's sound server and through the busybox test guest.
   ALSA device (bench/audio_playback.py).
 
 Printed per guest, from the backend's own counters (QOM /backend/audiodev-snd0):
-underruns (the queue ran dry while playing), buffers played, and the most
-audio the backend held at once (max-latency-us, ring + unplayed queue: the
-latency it adds) against its configured buffering (buffer count x length).
---build DIR runs another build's QEMU (e.g. a copy of an older build/, for
-before/after figures); a QEMU without max-latency-us prints "-".
+underruns (the queue ran dry while playing) and buffers played, next to the
+configured buffering (buffer count x length). --build DIR runs another build's
+QEMU (e.g. a copy of an older build/, for before/after figures).
 """
 
 from __future__ import annotations
@@ -37,22 +35,21 @@ from glue.profile import BuildOutputs, default_outputs  # noqa: E402
 from tabvm.desktop_image import build_desktop_image  # noqa: E402
 
 STATS = f"/backend/audiodev-{AUDIODEV_ID}"
-FIELDS = ("underruns", "buffers", "max-latency-us")
+FIELDS = ("underruns", "buffers")
 
 
-def qom_stats(qom_get) -> dict[str, int | None]:
-    out: dict[str, int | None] = {}
-    for prop in FIELDS:
-        try:
-            out[prop] = qom_get(prop)
-        except Exception:           # an older QEMU without the property
-            out[prop] = None
-    return out
+def qom_stats(qom_get) -> dict[str, int]:
+    return {prop: qom_get(prop) for prop in FIELDS}
 
 
-def desktop_run(outputs: BuildOutputs, seconds: int) -> dict[str, int | None]:
+def counted(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What the counters counted between the two readings."""
+    return {k: after[k] - before[k] for k in FIELDS}
+
+
+def desktop_run(outputs: BuildOutputs, seconds: int) -> dict[str, int]:
     from qemu.qmp.legacy import QEMUMonitorProtocol
-    from desktop_audio import as_user, tone_wav
+    from desktop_audio import as_user, tone_wav, wait_for
 
     build_desktop_image(progress=lambda m: print("desktop image:", m, flush=True))
     tmp = Path(tempfile.mkdtemp(prefix="bench-audio-desktop-"))
@@ -64,10 +61,8 @@ def desktop_run(outputs: BuildOutputs, seconds: int) -> dict[str, int | None]:
     try:
         d.glue.running(timeout=300)
         d.wait_session()
-        deadline = time.monotonic() + 60
-        while d.exec(*as_user("pactl", "info"), timeout=30).returncode != 0:
-            assert time.monotonic() < deadline, "pipewire-pulse does not answer"
-            time.sleep(1)
+        wait_for(lambda: d.exec(*as_user("pactl", "info"), timeout=30).returncode == 0,
+                 60, "pipewire-pulse does not answer")
         assert d.exec("sh", "-c", "cat > /tmp/tone.wav", stdin=tone_wav(1000, seconds),
                       timeout=120).returncode == 0
         qmp = QEMUMonitorProtocol(("127.0.0.1", port))
@@ -86,11 +81,10 @@ def desktop_run(outputs: BuildOutputs, seconds: int) -> dict[str, int | None]:
     finally:
         d.glue.stop()
     print(f"desktop: paplay of {seconds} s took {took:.1f} s", flush=True)
-    return {k: (None if after[k] is None else
-                after[k] if k == "max-latency-us" else after[k] - before[k]) for k in FIELDS}
+    return counted(before, after)
 
 
-def busybox_run(outputs: BuildOutputs, seconds: int, spec: Opensles) -> dict[str, int | None]:
+def busybox_run(outputs: BuildOutputs, seconds: int, spec: Opensles) -> dict[str, int]:
     from glue.agent_client import AgentClient
     from glue.audio import audiodev, ensure_sound_card, standin_env
     from glue.profile import builtin_profile
@@ -112,8 +106,7 @@ def busybox_run(outputs: BuildOutputs, seconds: int, spec: Opensles) -> dict[str
         agent.pcm_play(0, 0, 48000, 2, 1000, seconds * 1000)
         after = qom_stats(lambda p: vm.qom_get(STATS, p))
         agent.close()
-    return {k: (None if after[k] is None else
-                after[k] if k == "max-latency-us" else after[k] - before[k]) for k in FIELDS}
+    return counted(before, after)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,12 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(("desktop (PipeWire)", desktop_run(outputs, args.seconds)))
     if not args.skip_busybox:
         runs.append(("busybox (ALSA)", busybox_run(outputs, args.seconds, spec)))
-    print(f"\n{'guest':<20} {'underruns':>9} {'buffers':>8} {'max latency':>12} "
-          f"{'buffering':>10}")
+    print(f"\n{'guest':<20} {'underruns':>9} {'buffers':>8} {'buffering':>10}")
     for name, r in runs:
-        lat = "-" if r["max-latency-us"] is None else f"{r['max-latency-us'] / 1000:.1f} ms"
-        print(f"{name:<20} {r['underruns']:>9} {r['buffers']:>8} {lat:>12} "
-              f"{buffering_us / 1000:>7.0f} ms")
+        print(f"{name:<20} {r['underruns']:>9} {r['buffers']:>8} {buffering_us / 1000:>7.0f} ms")
     return 0
 
 
